@@ -1,0 +1,39 @@
+# nirdeploy: two commands on a fresh machine: `make demo` and `make test`.
+# Both create .venv (Python 3.10, pinned packages from requirements.lock) when it is missing.
+SHELL := /bin/bash
+VENV  := .venv
+PY    := $(VENV)/bin/python
+STAMP := $(VENV)/.nirdeploy-installed
+OUT   ?= demo_out
+
+.PHONY: venv demo test test-fast bench lock clean-venv
+
+venv: $(STAMP)
+
+$(STAMP): requirements.lock pyproject.toml
+	@set -e; \
+	if [ ! -x $(PY) ]; then \
+	  base=$$(scripts/find_python.sh) || exit 1; \
+	  echo "creating $(VENV) with $$base"; \
+	  "$$base" -m venv $(VENV); \
+	fi; \
+	$(PY) -m pip install --quiet --upgrade "pip>=23" wheel; \
+	$(PY) -m pip install --quiet -r requirements.lock; \
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .; \
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/nirdeploy demo --out $(OUT)
+
+test: $(STAMP)
+	$(PY) -m pytest -q tests
+
+bench: $(STAMP)
+	$(PY) -m benchmarks.run
+
+# Regenerate the lock file from the current venv (after changing pyproject.toml).
+lock: $(STAMP)
+	$(PY) -m pip freeze --exclude-editable | grep -v '^nirdeploy' > requirements.lock
+
+clean-venv:
+	rm -rf $(VENV)
