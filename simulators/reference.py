@@ -1,0 +1,148 @@
+"""The reference simulator: a batched torch implementation of a lowered NIR graph.
+
+Each neuron layer runs its discrete SSM (``toolchain.discretize``) exactly as written there;
+linear nodes run as torch functions; several edges into one node are summed; a recurrent
+(back) edge delivers its source's value from the previous time step. Computation is in
+float64 by default so that the only rounding is far below any threshold decision.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, Iterable, Optional
+
+import numpy as np
+import torch
+
+from toolchain.program import Program
+from simulators.result import SimResult
+
+
+class _NeuronState:
+    def __init__(self, op, batch: int, dtype):
+        ssm = op.ssm
+        t = lambda a: torch.as_tensor(np.asarray(a), dtype=dtype)
+        self.ssm = ssm
+        self.s = ssm.n_states
+        self.A = t(ssm.A)
+        self.B = t(ssm.B)
+        self.c = t(ssm.c)
+        self.th = None if ssm.v_threshold is None else t(ssm.v_threshold)
+        self.v_reset = t(ssm.v_reset)
+        self.subtract = ssm.reset == "subtract"
+        if self.s == 2 and bool(torch.any(self.A[:, 0, 1] != 0)):
+            raise ValueError("two-state neuron with a non lower-triangular A")
+        self.x = t(ssm.x0).unsqueeze(0).repeat(batch, 1, 1)  # [B, N, s]
+
+    def step(self, u: torch.Tensor):
+        """u: [B, N] summed input of this step -> (output [B, N], spikes or None, v)."""
+        A, B, c, x = self.A, self.B, self.c, self.x
+        if self.s == 1:
+            v = A[:, 0, 0] * x[..., 0] + B[:, 0] * u + c[:, 0]
+            new = [v]
+        else:
+            i_old, v_old = x[..., 0], x[..., 1]
+            i = A[:, 0, 0] * i_old + B[:, 0] * u + c[:, 0]
+            v = A[:, 1, 0] * i_old + A[:, 1, 1] * v_old + B[:, 1] * u + c[:, 1]
+            new = [i, v]
+        z = None
+        if self.th is not None:
+            z = v > self.th
+            if self.subtract:
+                v = torch.where(z, v - self.th, v)
+            else:
+                v = torch.where(z, self.v_reset.expand_as(v), v)
+            new[-1] = v
+        self.x = torch.stack(new, dim=-1)
+        out = z.to(u.dtype) if z is not None else v
+        return out, z, v
+
+
+def simulate(
+    program: Program,
+    inputs,
+    record_v: bool = False,
+    record_spikes: bool = True,
+    dtype=torch.float64,
+    batch_size: int = 256,
+    progress: bool = False,
+) -> SimResult:
+    """Run ``inputs`` [samples, steps, *input_shape] through ``program``."""
+    x_all = torch.as_tensor(np.asarray(inputs), dtype=dtype)
+    want = tuple(program.input_shape)
+    if tuple(x_all.shape[2:]) != want:
+        if x_all.ndim >= 2 and int(np.prod(x_all.shape[2:])) == int(np.prod(want)):
+            x_all = x_all.reshape(x_all.shape[0], x_all.shape[1], *want)
+        else:
+            from toolchain.errors import NirDeployError
+
+            raise NirDeployError(
+                f"shape mismatch: the input has shape {tuple(x_all.shape[2:])} per step, "
+                f"but the graph's input is {want}"
+            )
+    n = x_all.shape[0]
+    starts = range(0, n, batch_size)
+    if progress and n > batch_size:
+        from tqdm import tqdm
+
+        starts = tqdm(starts, desc="reference", unit="batch", leave=False)
+    parts = [
+        _simulate_batch(program, x_all[s : s + batch_size], record_v, record_spikes) for s in starts
+    ]
+    return SimResult.concat(parts)
+
+
+def _simulate_batch(program: Program, x: torch.Tensor, record_v: bool, record_spikes: bool) -> SimResult:
+    bsz, T = x.shape[0], x.shape[1]
+    dtype = x.dtype
+    ops = program.ops
+    neurons: Dict[str, _NeuronState] = {
+        op.name: _NeuronState(op, bsz, dtype) for op in program.neurons()
+    }
+    back_sources = {p for k in program.order for p in program.back_preds(k)}
+    prev: Dict[str, torch.Tensor] = {
+        k: torch.zeros((bsz,) + ops[k].out_shape, dtype=dtype) for k in back_sources
+    }
+    outputs = {k: [] for k in program.output_names}
+    spikes = {k: [] for k, st in neurons.items() if st.th is not None} if record_spikes else {}
+    vs = {k: [] for k in neurons} if record_v else {}
+
+    with torch.no_grad():
+        for t in range(T):
+            vals: Dict[str, torch.Tensor] = {}
+            for name in program.order:
+                op = ops[name]
+                if op.kind == "input":
+                    vals[name] = x[:, t]
+                    continue
+                srcs = [vals[p] for p in program.preds(name)] + [prev[p] for p in program.back_preds(name)]
+                u = srcs[0]
+                for s in srcs[1:]:
+                    u = u + s
+                if op.kind == "linear":
+                    vals[name] = op.fn(u)
+                elif op.kind == "neuron":
+                    st = neurons[name]
+                    out, z, v = st.step(u.reshape(bsz, -1))
+                    vals[name] = out.reshape((bsz,) + op.out_shape)
+                    if z is not None and record_spikes:
+                        spikes[name].append(z.reshape((bsz,) + op.out_shape))
+                    if record_v:
+                        vs[name].append(v.reshape((bsz,) + op.out_shape))
+                else:  # output
+                    vals[name] = u
+                    outputs[name].append(u)
+            for k in back_sources:
+                prev[k] = vals[k]
+
+    stack = lambda d, dt=None: {k: torch.stack(v, dim=1).numpy() for k, v in d.items()}
+    res = SimResult(
+        backend="reference",
+        dt=program.disc.dt,
+        n_steps=T,
+        outputs=stack(outputs),
+        spikes=stack(spikes),
+        v=stack(vs),
+        layer_types={op.name: op.type for op in program.neurons()},
+        layer_sizes={op.name: op.ssm.n for op in program.neurons()},
+    )
+    return res
