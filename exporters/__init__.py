@@ -1,0 +1,1 @@
+"""Exporters: PyTorch (torch layers, norse cells) -> NIR, and NIR -> Lava netx HDF5."""

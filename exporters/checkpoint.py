@@ -1,0 +1,103 @@
+"""Loading a trained model: ``--model package.module:factory --checkpoint file.pt``.
+
+Checkpoints are read without running code from the file: ``torch.load(weights_only=True)``
+for ``.pt``/``.pth`` files and ``safetensors`` for ``.safetensors`` files. A checkpoint is
+either a state dict or a dict with a ``"state_dict"`` entry and optionally ``"model_kwargs"``
+(passed to the factory), ``"dt"``, ``"readout"`` and ``"input_shape"``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import pickle
+import re
+import sys
+from typing import Any, Callable, Dict, Tuple
+
+import torch
+
+from toolchain.errors import NirDeployError
+
+
+def load_factory(spec: str) -> Callable[..., torch.nn.Module]:
+    """``"package.module:factory"`` -> the factory callable."""
+    if ":" not in spec:
+        raise NirDeployError(f"--model must look like package.module:factory, got {spec!r}")
+    mod_name, attr = spec.split(":", 1)
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())  # let users name modules of their own project
+    try:
+        mod = importlib.import_module(mod_name)
+    except ImportError as e:
+        raise NirDeployError(f"cannot import {mod_name!r} for --model: {e}") from None
+    obj = mod
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise NirDeployError(f"module {mod_name!r} has no attribute {attr!r}")
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise NirDeployError(f"{spec!r} is not callable")
+    return obj
+
+
+def load_checkpoint(path: str) -> Tuple[Dict[str, torch.Tensor], Dict[str, Any]]:
+    """(state_dict, extra) from a checkpoint file, never executing code stored in it."""
+    if not os.path.exists(path):
+        raise NirDeployError(f"cannot read checkpoint {path}: no such file")
+    if path.endswith(".safetensors"):
+        try:
+            from safetensors.torch import load_file
+
+            return load_file(path), {}
+        except Exception as e:
+            raise NirDeployError(f"cannot read safetensors checkpoint {path}: {str(e).splitlines()[0]}") from None
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        found = re.search(r"(?:GLOBAL|Unsupported class) (\S+)", str(e))
+        what = f" (it references {found.group(1)})" if found else ""
+        raise NirDeployError(
+            f"refusing to load {path}: it is a pickle that would run arbitrary code when loaded{what}; "
+            "nirdeploy only reads weights (torch.load(weights_only=True)). Save model.state_dict() "
+            "or a safetensors file instead"
+        ) from None
+    except Exception as e:
+        raise NirDeployError(f"cannot read checkpoint {path}: {str(e).splitlines()[0]}") from None
+    if isinstance(obj, dict) and "state_dict" in obj:
+        extra = {k: v for k, v in obj.items() if k != "state_dict"}
+        return obj["state_dict"], extra
+    if isinstance(obj, dict) and all(isinstance(v, torch.Tensor) for v in obj.values()):
+        return obj, {}
+    raise NirDeployError(f"{path} holds a {type(obj).__name__}, not a state dict")
+
+
+def build_model(spec: str, checkpoint: str) -> Tuple[torch.nn.Module, Dict[str, Any]]:
+    """Instantiate ``spec`` with the checkpoint's model_kwargs and load its weights (strictly)."""
+    state, extra = load_checkpoint(checkpoint)
+    factory = load_factory(spec)
+    kwargs = dict(extra.get("model_kwargs") or {})
+    try:
+        model = factory(**kwargs)
+    except TypeError as e:
+        raise NirDeployError(f"calling {spec} with the checkpoint's model_kwargs {kwargs} failed: {e}") from None
+    if not isinstance(model, torch.nn.Module):
+        raise NirDeployError(f"{spec} returned a {type(model).__name__}, not a torch.nn.Module")
+    missing, unexpected = _diff_keys(model.state_dict(), state)
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"missing {', '.join(missing[:4])}{' ...' if len(missing) > 4 else ''}")
+        if unexpected:
+            parts.append(f"unexpected {', '.join(unexpected[:4])}{' ...' if len(unexpected) > 4 else ''}")
+        raise NirDeployError(f"checkpoint {checkpoint} does not fit {spec}: {'; '.join(parts)}")
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        msg = " ".join(str(e).split())
+        raise NirDeployError(f"checkpoint {checkpoint} does not fit {spec}: {msg[:300]}") from None
+    return model.eval(), extra
+
+
+def _diff_keys(expected: Dict[str, Any], got: Dict[str, Any]):
+    return sorted(set(expected) - set(got)), sorted(set(got) - set(expected))

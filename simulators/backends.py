@@ -1,0 +1,37 @@
+"""One entry point for every backend: ``run(backend, program, inputs) -> SimResult``."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import time
+
+from toolchain.errors import NirDeployError
+
+BACKENDS = ("reference", "lava-float")
+
+
+@contextlib.contextmanager
+def quiet_imports():
+    """lava-dl prints warnings on import (Prophesee toolbox, CUDA): keep the terminal clean."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        yield
+
+
+def run(backend: str, program, inputs, record_v: bool = False, progress: bool = False, **kw):
+    """Simulate ``inputs`` [samples, steps, *input_shape] on ``backend``; times the run."""
+    t0 = time.perf_counter()
+    if backend == "reference":
+        from simulators.reference import simulate
+
+        res = simulate(program, inputs, record_v=record_v, progress=progress, **kw)
+    elif backend == "lava-float":
+        with quiet_imports():
+            from simulators.lava_float import run_lava_float
+        res = run_lava_float(program, inputs, record_v=record_v, progress=progress, **kw)
+    else:
+        raise NirDeployError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    res.info.setdefault("seconds", time.perf_counter() - t0)
+    return res

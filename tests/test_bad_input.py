@@ -1,0 +1,135 @@
+"""Bad input gives one clear error line and exit status 2, never a traceback."""
+
+import subprocess
+import sys
+
+import h5py
+import nir
+import numpy as np
+import pytest
+
+from toolchain.cli import main
+from toolchain.graph import make_graph, save_graph
+
+
+def lif_graph(**over):
+    p = dict(tau=np.full(3, 0.01), r=np.ones(3), v_leak=np.zeros(3), v_threshold=np.ones(3), v_reset=np.zeros(3))
+    p.update(over)
+    nodes = {
+        "input": nir.Input(input_type={"input": np.array([4])}),
+        "fc": nir.Affine(weight=np.ones((3, 4)), bias=np.zeros(3)),
+        "lif": nir.LIF(**p),
+        "output": nir.Output(output_type={"output": np.array([3])}),
+    }
+    return make_graph(nodes, [("input", "fc"), ("fc", "lif"), ("lif", "output")], {"dt": 1e-3})
+
+
+@pytest.fixture
+def sample(tmp_path):
+    p = tmp_path / "x.npy"
+    np.save(p, np.ones((10, 4)))
+    return str(p)
+
+
+def run_cli(capsys, *argv):
+    code = main(list(argv))
+    err = capsys.readouterr().err.strip().splitlines()
+    return code, err
+
+
+def expect_error(capsys, argv, pattern):
+    code, err = run_cli(capsys, *argv)
+    assert code == 2
+    assert len(err) == 1, err
+    assert err[0].startswith("nirdeploy: error: ")
+    assert pattern in err[0], err[0]
+    return err[0]
+
+
+def test_missing_file(capsys, sample):
+    expect_error(capsys, ["simulate", "/nonexistent/m.nir", "--input", sample], "no such file")
+
+
+def test_not_hdf5(capsys, tmp_path, sample):
+    f = tmp_path / "m.nir"
+    f.write_text("hello")
+    expect_error(capsys, ["simulate", str(f), "--input", sample], "not a NIR file")
+
+
+def test_hdf5_but_not_nir(capsys, tmp_path, sample):
+    f = tmp_path / "m.nir"
+    with h5py.File(f, "w") as h:
+        h["x"] = 1
+    expect_error(capsys, ["inspect", str(f)], "not a NIR graph")
+
+
+def test_unsupported_node_named(capsys, tmp_path, sample):
+    g = lif_graph()
+    g.nodes["delay"] = nir.Delay(delay=np.full(3, 0.002))
+    g.edges = [("input", "fc"), ("fc", "delay"), ("delay", "lif"), ("lif", "output")]
+    save_graph(g, tmp_path / "m.nir")
+    line = expect_error(capsys, ["simulate", str(tmp_path / "m.nir"), "--input", sample], "'delay'")
+    assert "Delay" in line
+
+
+def test_shape_mismatch(capsys, tmp_path, sample):
+    g = lif_graph()
+    g.nodes["fc"] = nir.Affine(weight=np.ones((3, 5)), bias=np.zeros(3))
+    save_graph(g, tmp_path / "m.nir")
+    line = expect_error(capsys, ["simulate", str(tmp_path / "m.nir"), "--input", sample], "shape mismatch")
+    assert "'fc'" in line
+
+
+def test_input_shape_mismatch(capsys, tmp_path):
+    save_graph(lif_graph(), tmp_path / "m.nir")
+    np.save(tmp_path / "x.npy", np.ones((10, 7)))
+    expect_error(capsys, ["simulate", str(tmp_path / "m.nir"), "--input", str(tmp_path / "x.npy")], "shape mismatch")
+
+
+@pytest.mark.parametrize("tau,word", [(np.array([0.01, np.nan, 0.01]), "NaN"), (np.array([0.01, 0.0, 0.01]), "positive"), (np.array([-1.0, 0.01, 0.01]), "positive")])
+def test_bad_time_constant(capsys, tmp_path, sample, tau, word):
+    save_graph(lif_graph(tau=tau), tmp_path / "m.nir")
+    line = expect_error(capsys, ["simulate", str(tmp_path / "m.nir"), "--input", sample], word)
+    assert "'lif'" in line and "tau" in line
+
+
+def test_foreign_graph_needs_dt(capsys, tmp_path, sample):
+    g = lif_graph()
+    g.metadata = {}
+    save_graph(g, tmp_path / "m.nir")
+    expect_error(capsys, ["simulate", str(tmp_path / "m.nir"), "--input", sample], "--dt")
+    # with --dt it runs
+    assert main(["simulate", str(tmp_path / "m.nir"), "--input", sample, "--dt", "1e-3", "-q"]) == 0
+
+
+def test_unsafe_pickle_refused(capsys, tmp_path):
+    import argparse
+
+    import torch
+
+    path = tmp_path / "evil.pt"  # a pickle whose loading would construct an arbitrary class
+    torch.save({"state_dict": {}, "obj": argparse.Namespace(a=1)}, path)
+    line = expect_error(
+        capsys, ["export", "--model", "examples.temporal.model:build_model", "--checkpoint", str(path), "-o", str(tmp_path / "m.nir")],
+        "refusing to load",
+    )
+    assert "weights_only" in line and "argparse" in line
+
+
+def test_bad_factory(capsys, tmp_path):
+    import torch
+
+    torch.save({"w": torch.zeros(1)}, tmp_path / "c.pt")
+    expect_error(capsys, ["export", "--model", "no_such_pkg.mod:f", "--checkpoint", str(tmp_path / "c.pt"), "-o", "x.nir"], "cannot import")
+    expect_error(capsys, ["export", "--model", "nofactory", "--checkpoint", str(tmp_path / "c.pt"), "-o", "x.nir"], "package.module:factory")
+
+
+def test_console_script_prints_no_traceback(tmp_path):
+    f = tmp_path / "m.nir"
+    f.write_text("not nir")
+    p = subprocess.run(
+        [sys.executable, "-m", "toolchain.cli", "inspect", str(f)], capture_output=True, text=True, cwd=str(tmp_path)
+    )
+    assert p.returncode == 2
+    assert "Traceback" not in p.stderr
+    assert p.stderr.strip().splitlines() == [f"nirdeploy: error: {f} is not a NIR file (NIR files are HDF5; this one is not)"]

@@ -1,0 +1,160 @@
+"""Run records (JSON): what a simulation produced, in a form people and scripts can read.
+
+A run record holds at least ``backend``, ``dt``, ``samples``, ``accuracy`` (when labels exist)
+and ``layers``: one entry per neuron layer with ``name``, ``type``, ``neurons``, ``spikes``
+(total over all samples), ``spikes_per_sample`` and ``firing_rate`` (spikes per neuron per time
+step; ``firing_rate_hz`` divides by dt). See docs/run-record.md.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+from typing import Any, Dict, Optional, Sequence
+
+import numpy as np
+
+from toolchain import __version__
+from simulators.result import SimResult
+
+
+def layer_stats(result: SimResult) -> list:
+    rows = []
+    n_s, T = result.n_samples, result.n_steps
+    for name, typ in result.layer_types.items():
+        n = int(result.layer_sizes.get(name, 0))
+        spikes = int(result.spikes[name].sum()) if name in result.spikes else 0
+        rate = spikes / max(1, n * T * n_s)
+        rows.append(
+            {
+                "name": name,
+                "type": typ,
+                "neurons": n,
+                "spikes": spikes,
+                "spikes_per_sample": spikes / max(1, n_s),
+                "firing_rate": rate,
+                "firing_rate_hz": rate / result.dt,
+            }
+        )
+    return rows
+
+
+def run_record(
+    result: SimResult,
+    program=None,
+    labels: Optional[Sequence[int]] = None,
+    readout: str = "sum",
+    model: Optional[str] = None,
+    data: Optional[Dict[str, Any]] = None,
+    extra: Optional[Dict[str, Any]] = None,
+) -> Dict[str, Any]:
+    preds = result.predictions(readout)
+    rec: Dict[str, Any] = {
+        "nirdeploy": __version__,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "model": model,
+        "backend": result.backend,
+        "dt": float(result.dt),
+        "samples": int(result.n_samples),
+        "n_steps": int(result.n_steps),
+        "readout": readout,
+        "predictions": [int(p) for p in preds],
+    }
+    if labels is not None:
+        labels = np.asarray(labels)
+        rec["labels"] = [int(x) for x in labels]
+        rec["accuracy"] = float(np.mean(preds == labels))
+    layers = layer_stats(result)
+    rec["layers"] = layers
+    rec["total_spikes_per_sample"] = float(sum(r["spikes_per_sample"] for r in layers))
+    if program is not None:
+        rec["discretization"] = program.disc.to_metadata()
+    if data:
+        rec["data"] = data
+    seconds = result.info.get("seconds")
+    if seconds is not None:
+        rec["timing"] = {
+            "seconds": float(seconds),
+            "samples_per_second": result.n_samples / seconds if seconds else None,
+            "steps_per_second": result.n_samples * result.n_steps / seconds if seconds else None,
+        }
+    info = {k: v for k, v in result.info.items() if k != "seconds"}
+    if info:
+        rec["backend_info"] = _jsonable(info)
+    if extra:
+        rec.update(_jsonable(extra))
+    return rec
+
+
+def compare_results(a: SimResult, b: SimResult, readout: str = "sum") -> Dict[str, Any]:
+    """Agreement between two backends that ran the same inputs."""
+    if a.n_samples != b.n_samples or a.n_steps != b.n_steps:
+        raise ValueError("results cover different samples or steps")
+    per_layer = []
+    equal = total = 0
+    for name in a.spikes:
+        if name not in b.spikes:
+            continue
+        sa, sb = a.spikes[name].astype(bool), b.spikes[name].astype(bool)
+        eq = int((sa == sb).sum())
+        per_layer.append(
+            {
+                "name": name,
+                "spike_agreement": eq / sa.size,
+                "spikes_a": int(sa.sum()),
+                "spikes_b": int(sb.sum()),
+                "samples_identical": int(np.all((sa == sb).reshape(sa.shape[0], -1), axis=1).sum()),
+            }
+        )
+        equal += eq
+        total += sa.size
+    pa, pb = a.predictions(readout), b.predictions(readout)
+    out_a, out_b = a.output().astype(np.float64), b.output().astype(np.float64)
+    per_sample = np.ones(a.n_samples, dtype=bool)
+    for name in a.spikes:
+        if name in b.spikes:
+            per_sample &= np.all((a.spikes[name] == b.spikes[name]).reshape(a.n_samples, -1), axis=1)
+    return {
+        "backends": [a.backend, b.backend],
+        "samples": int(a.n_samples),
+        "n_steps": int(a.n_steps),
+        "spike_agreement": equal / total if total else 1.0,
+        "prediction_agreement": float(np.mean(pa == pb)),
+        "samples_with_identical_spikes": int(per_sample.sum()),
+        "output_max_abs_diff": float(np.max(np.abs(out_a - out_b))) if out_a.size else 0.0,
+        "layers": per_layer,
+    }
+
+
+def _jsonable(x):
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, np.ndarray):
+        return x.tolist()
+    if isinstance(x, np.generic):
+        return x.item()
+    return x
+
+
+def write_json(obj: Dict[str, Any], path: str) -> None:
+    d = os.path.dirname(os.fspath(path))
+    if d:
+        os.makedirs(d, exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(_jsonable(obj), f, indent=1)
+        f.write("\n")
+
+
+def read_json(path: str) -> Dict[str, Any]:
+    from toolchain.errors import NirDeployError
+
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except FileNotFoundError:
+        raise NirDeployError(f"cannot read {path}: no such file") from None
+    except json.JSONDecodeError as e:
+        raise NirDeployError(f"{path} is not a JSON run record: {e}") from None
