@@ -366,7 +366,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lava-samples", type=int, default=32, help="test samples to run on Lava")
     p.add_argument("-q", "--quiet", action="store_true")
     p.set_defaults(func=cmd_demo)
+
+    # further commands live in toolchain/commands/<name>.py, each with register(subparsers)
+    import importlib
+
+    for mod in COMMAND_MODULES:
+        importlib.import_module(mod).register(sub)
     return ap
+
+
+#: modules that add subcommands (each defines ``register(subparsers)``)
+COMMAND_MODULES: List[str] = []
 
 
 def main(argv: Optional[List[str]] = None) -> int:
