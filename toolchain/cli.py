@@ -376,7 +376,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 #: modules that add subcommands (each defines ``register(subparsers)``)
-COMMAND_MODULES: List[str] = []
+COMMAND_MODULES: List[str] = ["toolchain.commands.retime"]
 
 
 def main(argv: Optional[List[str]] = None) -> int:

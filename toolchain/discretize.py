@@ -187,16 +187,32 @@ def _discretize_unique(Ac, Bc, cc, dt, scheme, convention):
     return A, B, c
 
 
-def neuron_ssm(node, shape, node_name: str, disc: Discretization) -> NeuronSSM:
-    """The discrete neuron layer of NIR node ``node`` (input shape ``shape``) under ``disc``."""
+def neuron_ssm(node, shape, node_name: str, disc: Discretization, override=None) -> NeuronSSM:
+    """The discrete neuron layer of NIR node ``node`` (input shape ``shape``) under ``disc``.
+
+    ``override`` ({"A", "B", "c"}, from ``metadata["ssm"][node]`` of a retimed graph) replaces
+    the matrices computed from the node's continuous-time parameters.
+    """
     kind = node_type(node)
     if kind not in NEURON_TYPES:
         raise UnsupportedNodeError(f"node {node_name!r} has type {kind}, which is not a neuron type")
     shape = tuple(int(d) for d in shape)
     Ac, Bc, cc = continuous_ssm(node, shape, node_name)
-    A, B, c = discretize(Ac, Bc, cc, disc.dt, disc.scheme, disc.convention(node_name))
     n = Ac.shape[0]
     s = Ac.shape[-1]
+    if override is not None:
+        try:
+            A = np.asarray(override["A"], dtype=np.float64).reshape(n, s, s)
+            B = np.asarray(override["B"], dtype=np.float64).reshape(n, s)
+            c = np.asarray(override["c"], dtype=np.float64).reshape(n, s)
+        except (KeyError, ValueError):
+            raise NirDeployError(
+                f"node {node_name!r}: the adapted matrices in metadata['ssm'] do not fit a {kind} layer of shape {shape}"
+            ) from None
+        if not (np.all(np.isfinite(A)) and np.all(np.isfinite(B)) and np.all(np.isfinite(c))):
+            raise NirDeployError(f"node {node_name!r}: the adapted matrices in metadata['ssm'] contain NaN")
+    else:
+        A, B, c = discretize(Ac, Bc, cc, disc.dt, disc.scheme, disc.convention(node_name))
     if SPIKING[kind]:
         v_th = _param(node, "v_threshold", shape, node_name)
         v_reset = _param(node, "v_reset", shape, node_name, default=0.0)

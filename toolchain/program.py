@@ -173,6 +173,7 @@ def lower(graph, disc: Discretization) -> Program:
     if len(topo.inputs) != 1:
         raise NirDeployError(f"the graph has {len(topo.inputs)} Input nodes; nirdeploy supports one")
     ops: Dict[str, Op] = {}
+    overrides = graph_metadata(graph).get("ssm") or {}
     for name in topo.order:
         node = graph.nodes[name]
         t = node_type(node)
@@ -198,7 +199,7 @@ def lower(graph, disc: Discretization) -> Program:
                     f"shape mismatch: Output {name!r} declares shape {declared} but receives {in_shape}"
                 )
         elif t in NEURON_TYPES:
-            ssm = neuron_ssm(node, in_shape, name, disc)
+            ssm = neuron_ssm(node, in_shape, name, disc, override=overrides.get(name))
             ops[name] = Op(name, "neuron", t, node, in_shape, in_shape, ssm=ssm)
         elif t in LINEAR_TYPES:
             fn, fn0 = linear_fns(node, name)

@@ -1,0 +1,226 @@
+"""Time-resolution sweeps: one model, several target timesteps and retiming methods, side by side.
+
+Each (dt, method) cell retimes the graph, re-bins the raw event timestamps at dt, simulates on
+one backend and writes its run record to ``DIR/cells/``. Cells run in parallel on the available
+cores; a cell whose record already exists is not run again, so an interrupted sweep resumes.
+``DIR/sweep.json`` / ``DIR/sweep.csv`` collect the rows and two plots compare the methods.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+
+from .errors import NirDeployError
+
+
+@dataclass(frozen=True)
+class Cell:
+    dt: float
+    method: str
+
+    @property
+    def key(self) -> str:
+        return f"dt{self.dt:.6g}_{self.method}".replace("-", "m")
+
+
+def run_cell(
+    model_path: str,
+    data: str,
+    cell: Cell,
+    backend: str,
+    samples: Optional[int],
+    out_dir: str,
+    source: Optional[dict] = None,
+    threads: int = 1,
+) -> Dict:
+    """Run one cell and write its record; returns the row (also used in worker processes)."""
+    import torch
+
+    from simulators.backends import run
+    from toolchain.data import open_dataset
+    from toolchain.graph import Discretization, discretization_of, graph_metadata, load_graph
+    from toolchain.program import lower
+    from toolchain.records import run_record, write_json
+    from toolchain.retime import retime
+
+    torch.set_num_threads(threads)
+    graph = load_graph(model_path)
+    src = Discretization.from_metadata(source) if source else discretization_of(graph)
+    g = retime(graph, cell.dt, cell.method, source=src)
+    from toolchain.graph import discretization_of as disc_of
+
+    program = lower(g, disc_of(g))
+    ds = open_dataset(data)
+    if samples:
+        ds = ds.subset(np.arange(min(samples, len(ds))))
+    x, info = ds.bin_with_info(cell.dt)
+    x = x.reshape((x.shape[0], x.shape[1]) + tuple(program.input_shape))
+    res = run(backend, program, x, progress=False)
+    readout = str(graph_metadata(graph).get("readout", "sum"))
+    rec = run_record(
+        res,
+        program,
+        labels=ds.labels,
+        readout=readout,
+        model=model_path,
+        data={"dataset": ds.name, "source": data, **info},
+        extra={"retime": {"method": cell.method, "source_dt": src.dt, "rho": cell.dt / src.dt}},
+    )
+    row = {
+        "dt": cell.dt,
+        "rho": cell.dt / src.dt,
+        "method": cell.method,
+        "accuracy": rec.get("accuracy"),
+        "spikes_per_sample": rec["total_spikes_per_sample"],
+        "record": rec,
+    }
+    write_json(row, os.path.join(out_dir, "cells", cell.key + ".json"))
+    return row
+
+
+def _failed_row(cell: Cell, src_dt: float, message: str) -> Dict:
+    return {"dt": cell.dt, "rho": cell.dt / src_dt, "method": cell.method, "accuracy": None,
+            "spikes_per_sample": None, "error": message}
+
+
+def sweep(
+    model_path: str,
+    data: str,
+    dts: Sequence[float],
+    methods: Sequence[str],
+    backend: str,
+    out_dir: str,
+    samples: Optional[int] = None,
+    workers: Optional[int] = None,
+    progress: bool = True,
+    source: Optional[dict] = None,
+) -> Dict:
+    from toolchain.graph import discretization_of, load_graph
+    from toolchain.retime import BASELINES, METHODS
+
+    graph = load_graph(model_path)
+    src = discretization_of(graph) if source is None else None
+    src_dt = src.dt if src is not None else float(source["dt"])
+    for m in methods:
+        if m not in METHODS + BASELINES:
+            raise NirDeployError(f"unknown method {m!r}; choose from {', '.join(METHODS + BASELINES)}")
+    for dt in dts:
+        if not np.isfinite(dt) or dt <= 0:
+            raise NirDeployError(f"every --dt must be a positive number of seconds, got {dt!r}")
+    os.makedirs(os.path.join(out_dir, "cells"), exist_ok=True)
+    cells = [Cell(float(dt), m) for dt in dts for m in methods]
+    rows: Dict[str, Dict] = {}
+    todo = []
+    for c in cells:
+        path = os.path.join(out_dir, "cells", c.key + ".json")
+        if os.path.exists(path):
+            try:
+                with open(path) as f:
+                    rows[c.key] = json.load(f)
+                continue
+            except json.JSONDecodeError:
+                pass  # a cell interrupted while writing: run it again
+        todo.append(c)
+    workers = max(1, min(workers or os.cpu_count() or 1, len(todo) or 1))
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(cells), initial=len(cells) - len(todo), desc=f"sweep ({backend})", unit="cell")
+    if todo:
+        if workers == 1:
+            for c in todo:
+                rows[c.key] = _guarded(model_path, data, c, backend, samples, out_dir, source, src_dt)
+                if bar:
+                    bar.update(1)
+        else:
+            with ProcessPoolExecutor(max_workers=workers) as ex:
+                futs = {ex.submit(_guarded, model_path, data, c, backend, samples, out_dir, source, src_dt): c for c in todo}
+                try:
+                    for fut in as_completed(futs):
+                        c = futs[fut]
+                        rows[c.key] = fut.result()
+                        if bar:
+                            bar.update(1)
+                except KeyboardInterrupt:
+                    for f in futs:
+                        f.cancel()
+                    raise
+    if bar:
+        bar.close()
+    ordered = [rows[c.key] for c in cells]
+    result = {
+        "model": model_path,
+        "data": data,
+        "backend": backend,
+        "source_dt": src_dt,
+        "samples": samples,
+        "rows": ordered,
+    }
+    write_sweep(result, out_dir)
+    return result
+
+
+def _guarded(model_path, data, cell, backend, samples, out_dir, source, src_dt):
+    """A cell that cannot run (e.g. an unstable euler retime) becomes a row with its reason."""
+    try:
+        return run_cell(model_path, data, cell, backend, samples, out_dir, source)
+    except NirDeployError as e:
+        row = _failed_row(cell, src_dt, str(e))
+        from toolchain.records import write_json
+
+        write_json(row, os.path.join(out_dir, "cells", cell.key + ".json"))
+        return row
+
+
+def write_sweep(result: Dict, out_dir: str) -> None:
+    from toolchain.records import write_json
+
+    write_json(result, os.path.join(out_dir, "sweep.json"))
+    with open(os.path.join(out_dir, "sweep.csv"), "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["dt", "rho", "method", "accuracy", "spikes_per_sample", "error"])
+        for r in result["rows"]:
+            w.writerow([r["dt"], r["rho"], r["method"], r.get("accuracy"), r.get("spikes_per_sample"), r.get("error", "")])
+    plot_sweep(result, out_dir)
+
+
+def plot_sweep(result: Dict, out_dir: str) -> List[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in result["rows"] if r.get("accuracy") is not None]
+    methods = list(dict.fromkeys(r["method"] for r in result["rows"]))
+    paths = []
+    for key, ylabel, fname in (
+        ("accuracy", "accuracy", "accuracy_vs_dt.png"),
+        ("spikes_per_sample", "spikes per sample", "spikes_vs_dt.png"),
+    ):
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for m in methods:
+            pts = sorted((r["dt"], r[key]) for r in rows if r["method"] == m and r.get(key) is not None)
+            if pts:
+                xs, ys = zip(*pts)
+                ax.plot(np.array(xs) * 1e3, ys, marker="o", label=m)
+        ax.axvline(result["source_dt"] * 1e3, color="gray", ls=":", lw=1, label="trained dt")
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("target dt (ms)")
+        ax.set_ylabel(ylabel)
+        ax.set_title(f"{ylabel} vs timestep ({result['backend']})")
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        p = os.path.join(out_dir, fname)
+        fig.savefig(p, dpi=110)
+        plt.close(fig)
+        paths.append(p)
+    return paths
