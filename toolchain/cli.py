@@ -311,7 +311,7 @@ def _add_disc_args(p, method=True):
     )
     if method:
         p.add_argument(
-            "--method", choices=("tau", "integral", "euler", "exact"), help="retime the graph to --dt with this method first"
+            "--method", choices=("tau", "integral", "euler", "exact", "none"), help="retime the graph to --dt with this method first (none: keep the trained update)"
         )
 
 
