@@ -48,7 +48,19 @@ def run_record(
     model: Optional[str] = None,
     data: Optional[Dict[str, Any]] = None,
     extra: Optional[Dict[str, Any]] = None,
+    inputs=None,
+    metrics: bool = True,
+    energy_models=None,
+    raster_events: int = 20000,
 ) -> Dict[str, Any]:
+    """The run record of ``result``.
+
+    With ``program`` (and ``metrics=True``) the record also gets ``metrics`` (NeuroBench-style
+    activity metrics, see toolchain/metrics.py), ``resources`` (Loihi 2 cores and chips),
+    ``energy`` (the default energy models, or ``energy_models``: names or TOML files) and
+    ``raster`` (spike events of sample 0). ``inputs`` (the simulated input
+    [samples, steps, ...]) lets the connections that read the input count their operations.
+    """
     preds = result.predictions(readout)
     rec: Dict[str, Any] = {
         "nirdeploy": __version__,
@@ -70,6 +82,8 @@ def run_record(
     rec["total_spikes_per_sample"] = float(sum(r["spikes_per_sample"] for r in layers))
     if program is not None:
         rec["discretization"] = program.disc.to_metadata()
+        if metrics:
+            rec.update(activity_sections(result, program, inputs, energy_models, raster_events))
     if data:
         rec["data"] = data
     seconds = result.info.get("seconds")
@@ -85,6 +99,37 @@ def run_record(
     if extra:
         rec.update(_jsonable(extra))
     return rec
+
+
+def activity_sections(result: SimResult, program, inputs=None, energy_models=None, raster_events: int = 20000):
+    """``metrics``, ``resources``, ``energy`` and ``raster`` for a run record.
+
+    A failure here must not cost the user the run it follows: it is recorded as
+    ``metrics_error`` instead (and the tests make sure it does not happen for supported graphs).
+    """
+    from toolchain import energy as _energy
+    from toolchain import metrics as _metrics
+    from toolchain import resources as _resources
+
+    out: Dict[str, Any] = {}
+    try:
+        m = _metrics.activity_metrics(result, program, inputs=inputs)
+        res = _resources.chip_resources(program)
+        msgs = _resources.messages_per_sample(m, res)
+        for layer in m["layers"]:
+            layer["messages_per_sample"] = msgs.get(layer["name"], 0.0)
+        m["totals"]["messages_per_sample"] = float(sum(msgs.values()))
+        out["metrics"] = _metrics.compact(m)
+        out["resources"] = _resources.compact(res)
+        out["energy"] = _energy.energy_section(out["metrics"], out["resources"], energy_models)
+    except Exception as e:  # pragma: no cover - reported, never silent
+        from toolchain.errors import NirDeployError
+
+        if isinstance(e, NirDeployError):
+            raise
+        out["metrics_error"] = f"{type(e).__name__}: {e}"
+    out["raster"] = _metrics.raster(result, max_events=raster_events)
+    return out
 
 
 def compare_results(a: SimResult, b: SimResult, readout: str = "sum") -> Dict[str, Any]:
