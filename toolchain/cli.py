@@ -376,7 +376,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 #: modules that add subcommands (each defines ``register(subparsers)``)
-COMMAND_MODULES: List[str] = ["toolchain.commands.retime"]
+COMMAND_MODULES: List[str] = ["toolchain.commands.retime", "toolchain.commands.report"]
 
 
 def main(argv: Optional[List[str]] = None) -> int:

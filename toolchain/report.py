@@ -1,0 +1,491 @@
+"""Reports: a run record or a sweep directory -> HTML (self-contained) and Markdown, with plots.
+
+``build_report(path, "report.html")`` writes ``report.html`` (images embedded as PNG data) and
+``report.md`` (images in ``report_files/``). ``summary_tables`` gives the same numbers as rows
+for the terminal (``nirdeploy report`` prints them with rich).
+
+Sections: summary, activity metrics per layer, synaptic operations (NeuroBench), energy per
+model, the ANN comparison, chip resources, plots (spikes and energy per layer), a spike raster of
+one sample, and for a sweep: accuracy, spikes and energy against the timestep per method.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import os
+from typing import Dict, List, Optional, Sequence, Tuple
+
+from .errors import NirDeployError
+
+SECTION_TITLES = {
+    "summary": "Summary",
+    "sweep": "Timestep sweep",
+    "metrics": "Activity per layer",
+    "synops": "Synaptic operations (NeuroBench)",
+    "energy": "Energy per inference",
+    "ann": "ANN comparison",
+    "resources": "Chip resources (Loihi 2)",
+    "plots": "Spikes and energy per layer",
+    "raster": "Spike raster",
+    "caveats": "Sources and caveats",
+}
+
+
+# --------------------------------------------------------------------------- input
+def load_input(path: str) -> Tuple[str, dict]:
+    """("run", record) or ("sweep", sweep) from a run record, a sweep.json or a sweep directory."""
+    from .records import read_json
+
+    p = path
+    if os.path.isdir(p):
+        p = os.path.join(p, "sweep.json")
+        if not os.path.exists(p):
+            raise NirDeployError(f"{path} is a directory without sweep.json (give a run record or a sweep directory)")
+    data = read_json(p)
+    if isinstance(data, dict) and isinstance(data.get("rows"), list):
+        return "sweep", data
+    if isinstance(data, dict) and "layers" in data and "backend" in data:
+        return "run", data
+    raise NirDeployError(f"{path} is neither a run record nor a sweep (sweep.json with 'rows')")
+
+
+def with_energy_models(rec: dict, models: Optional[Sequence[str]]) -> dict:
+    """Recompute the energy section of a record with other (or user) energy models."""
+    if not models:
+        return rec
+    if "metrics" not in rec or "resources" not in rec:
+        raise NirDeployError("this run record has no metrics/resources section (it was written without the program); cannot apply energy models")
+    from .energy import energy_section
+
+    out = dict(rec)
+    out["energy"] = energy_section(rec["metrics"], rec["resources"], list(models))
+    return out
+
+
+def _pick_run(sweep: dict) -> Optional[dict]:
+    rows = [r for r in sweep["rows"] if isinstance(r.get("record"), dict)]
+    if not rows:
+        return None
+    src = [r for r in rows if r.get("rho") is not None and abs(float(r["rho"]) - 1.0) < 1e-9]
+    pool = src or rows
+    return max(pool, key=lambda r: (r.get("accuracy") is not None, r.get("accuracy") or 0.0))["record"]
+
+
+def default_energy(rec: dict) -> Optional[dict]:
+    e = rec.get("energy") or {}
+    ms = e.get("models") or []
+    if not ms:
+        return None
+    d = e.get("default")
+    return next((m for m in ms if m["name"] == d), ms[0])
+
+
+# --------------------------------------------------------------------------- tables
+def _f(v, unit: str = "") -> str:
+    if v is None:
+        return "n/a"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, int):
+        return f"{v:,}"
+    if isinstance(v, float):
+        if unit == "J":
+            return _joules(v)
+        if v == 0:
+            return "0"
+        if abs(v) >= 1e6 or abs(v) < 1e-3:
+            return f"{v:.3g}"
+        if abs(v) >= 100:
+            return f"{v:,.0f}"
+        return f"{v:.4g}"
+    return str(v)
+
+
+def _joules(v: float) -> str:
+    if v is None:
+        return "n/a"
+    a = abs(v)
+    for scale, u in ((1, "J"), (1e-3, "mJ"), (1e-6, "uJ"), (1e-9, "nJ"), (1e-12, "pJ")):
+        if a >= scale:
+            return f"{v / scale:.3g} {u}"
+    return "0 J" if v == 0 else f"{v / 1e-12:.3g} pJ"
+
+
+def run_tables(rec: dict) -> Dict[str, List[Tuple[str, List[str], List[List[str]]]]]:
+    """section -> [(title, columns, rows)] of formatted strings."""
+    t: Dict[str, List] = {}
+    m = rec.get("metrics") or {}
+    tot = m.get("totals", {})
+    e = default_energy(rec)
+    res = rec.get("resources") or {}
+    summ = [
+        ["backend", rec.get("backend")],
+        ["model", rec.get("model")],
+        ["dt", f"{float(rec['dt']) * 1e3:g} ms"],
+        ["time steps", _f(rec.get("n_steps"))],
+        ["samples", _f(rec.get("samples"))],
+        ["accuracy", _f(rec.get("accuracy"))],
+        ["spikes per inference", _f(rec.get("total_spikes_per_sample"))],
+        ["synaptic ops per inference (Effective_ACs + Effective_MACs)", _f(_eff_total(tot))],
+        ["energy per inference (" + (e["name"] if e else "n/a") + ")", _joules(e["total_j"]) if e else "n/a"],
+        ["Loihi 2 cores / chips", f"{res.get('totals', {}).get('cores', 'n/a')} / {res.get('totals', {}).get('chips', 'n/a')}" if res else "n/a"],
+    ]
+    if rec.get("metrics_error"):
+        summ.append(["metrics error", rec["metrics_error"]])
+    t["summary"] = [("Run", ["quantity", "value"], [[a, str(b)] for a, b in summ])]
+    if m:
+        rows = []
+        for l in m["layers"]:
+            rows.append([
+                l["name"], l["type"], _f(l["neurons"]), _f(l["spikes_per_sample"]), _f(l["firing_rate"]),
+                _f(l["firing_rate_hz"]), _f(l["activation_sparsity"]), _f(l["neuron_updates"]), _f(l.get("active_updates")),
+            ])
+        rows.append([
+            "total", "", _f(tot.get("neurons")), _f(tot.get("spikes_per_sample")), "", "", _f(tot.get("activation_sparsity")),
+            _f(tot.get("neuron_updates")), _f(tot.get("active_updates")),
+        ])
+        t["metrics"] = [(
+            "Activity per inference",
+            ["layer", "type", "neurons", "spikes", "rate/step", "rate (Hz)", "act. sparsity", "neuron updates", "active updates"],
+            rows,
+        )]
+        crow = []
+        for c in m["connections"]:
+            crow.append([
+                c["name"], c["type"], str(c.get("target")), ",".join(c.get("sources", [])), _f(c["Dense"]),
+                _f(c["Effective_ACs"]), _f(c["Effective_MACs"]), _f(c["weights"]), _f(c["zero_weights"]),
+            ])
+        crow.append(["total", "", "", "", _f(tot.get("Dense")), _f(tot.get("Effective_ACs")), _f(tot.get("Effective_MACs")), _f(tot.get("weights")), ""])
+        extra = [
+            ["connection sparsity", _f(tot.get("connection_sparsity"))],
+            ["activation sparsity", _f(tot.get("activation_sparsity"))],
+            ["footprint (bytes, float32 weights + biases)", _f(tot.get("footprint_bytes"))],
+            ["neuron parameters (bytes)", _f(tot.get("neuron_parameter_bytes"))],
+            ["complete (input connections counted)", _f(m.get("complete"))],
+        ]
+        t["synops"] = [
+            ("Synaptic operations per inference", ["connection", "type", "target", "sources", "Dense", "Effective_ACs", "Effective_MACs", "weights", "zero weights"], crow),
+            ("Static metrics", ["metric", "value"], extra),
+        ]
+    en = rec.get("energy") or {}
+    if en.get("models"):
+        rows = []
+        for mod in en["models"]:
+            rows.append([
+                mod["name"], _joules(mod["dynamic_j"]), _joules(mod["static_j"]), _joules(mod["total_j"]),
+                _f(mod.get("time_per_step_s")), f"{len(mod.get('unconfirmed', []))} of {len(mod['by_kind_j'])}",
+            ])
+        tabs = [("Energy per inference by model", ["model", "dynamic", "static", "total", "time/step (s)", "costs not confirmed"], rows)]
+        if e:
+            kinds = list(e["by_kind_j"])
+            lrows = [[pl["name"]] + [_joules(pl["by_kind_j"].get(k, 0.0)) for k in kinds] + [_joules(pl["dynamic_j"])] for pl in e["layers"]]
+            tabs.append((f"Dynamic energy per layer ({e['name']})", ["layer"] + kinds + ["dynamic"], lrows))
+        t["energy"] = tabs
+        a = en.get("ann") or {}
+        if a:
+            arows = [
+                ["ANN MACs (every connection every step = Dense)", _f(a.get("macs_per_step_convention"))],
+                ["ANN MACs (every connection once per inference)", _f(a.get("macs_once_per_inference"))],
+                ["ANN FP32 (per step)", _joules(a.get("ann_fp32_j"))],
+                ["ANN INT8 (per step)", _joules(a.get("ann_int8_j"))],
+                ["ANN FP32 (once per inference)", _joules(a.get("ann_fp32_once_j"))],
+                ["SNN, same convention, FP32 (ACs x 0.9 pJ + MACs x 4.6 pJ)", _joules(a.get("snn_fp32_j"))],
+                ["SNN, same convention, INT8", _joules(a.get("snn_int8_j"))],
+            ]
+            if e:
+                arows.append([f"SNN on chip ({e['name']})", _joules(e["total_j"])])
+            t["ann"] = [("ANN baseline (Horowitz 2014, 45 nm)", ["quantity", "value"], arows)]
+    if res:
+        rows = []
+        for l in res["layers"]:
+            rows.append([
+                l["name"], _f(l["neurons"]), _f(l["synapses_in"]), _f(l["fan_in_max"]), _f(l["fan_out_max"]),
+                _f(l["cores"]), _f(l["neurons_per_core"]), _f(l["axons_in_per_core"]), "; ".join(l["problems"]) or "ok",
+            ])
+        tt = res["totals"]
+        rows.append(["total", _f(tt["neurons"]), _f(tt["synapses"]), "", "", _f(tt["cores"]), "", "", f"{tt['chips']} chip(s)" + ("" if tt["fits_one_chip"] else " - see problems")])
+        lim = [[k, _f(v)] for k, v in res.get("limits", {}).items()]
+        t["resources"] = [
+            ("Resources per layer", ["layer", "neurons", "synapses in", "fan-in max", "fan-out max", "cores", "neurons/core", "axons in/core", "fits"], rows),
+            ("Per-core limits used (sources in the energy-model file)", ["limit", "value"], lim),
+        ]
+    return t
+
+
+def _eff_total(tot: dict):
+    if not tot:
+        return None
+    if tot.get("Effective_ACs") is None:
+        return None
+    return float(tot["Effective_ACs"]) + float(tot["Effective_MACs"])
+
+
+def sweep_table(sweep: dict):
+    rows = []
+    for r in sorted(sweep["rows"], key=lambda r: (str(r.get("method")), float(r.get("dt") or 0))):
+        rec = r.get("record") or {}
+        e = default_energy(rec) if rec else None
+        rows.append([
+            _f(float(r["dt"]) * 1e3) + " ms", _f(r.get("rho")), str(r.get("method")), _f(r.get("accuracy")),
+            _f(r.get("spikes_per_sample")), _f(_eff_total((rec.get("metrics") or {}).get("totals", {}))),
+            _joules(e["total_j"]) if e else "n/a", r.get("error", "") or "",
+        ])
+    return ("Sweep", ["dt", "rho", "method", "accuracy", "spikes/inference", "synops/inference", "energy/inference", "error"], rows)
+
+
+# --------------------------------------------------------------------------- plots
+def _png(fig) -> bytes:
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_layers(rec: dict) -> Dict[str, bytes]:
+    plt = _plt()
+    out = {}
+    layers = rec.get("layers", [])
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    names = [l["name"] for l in layers]
+    ax.bar(names, [l["spikes_per_sample"] for l in layers], color="#3b6ea8")
+    ax.set_ylabel("spikes per inference")
+    ax.set_xlabel("layer")
+    ax.set_title("Spikes per layer")
+    out["spikes_per_layer"] = _png(fig)
+    e = default_energy(rec)
+    if e:
+        fig, ax = plt.subplots(figsize=(6, 3.2))
+        kinds = list(e["by_kind_j"])
+        bottom = [0.0] * len(e["layers"])
+        for k in kinds:
+            vals = [pl["by_kind_j"].get(k, 0.0) * 1e9 for pl in e["layers"]]
+            ax.bar([pl["name"] for pl in e["layers"]], vals, bottom=bottom, label=k)
+            bottom = [b + v for b, v in zip(bottom, vals)]
+        ax.set_ylabel("dynamic energy per inference (nJ)")
+        ax.set_xlabel("layer")
+        ax.set_title(f"Energy per layer ({e['name']})")
+        ax.legend(fontsize=7)
+        out["energy_per_layer"] = _png(fig)
+    return out
+
+
+def plot_raster(rec: dict) -> Optional[bytes]:
+    r = rec.get("raster")
+    if not r or not r.get("layers"):
+        return None
+    plt = _plt()
+    layers = list(r["layers"].items())
+    fig, axes = plt.subplots(len(layers), 1, figsize=(7, 1.2 + 1.6 * len(layers)), sharex=True, squeeze=False)
+    dt_ms = float(r.get("dt", rec.get("dt", 1e-3))) * 1e3
+    for ax, (name, L) in zip(axes[:, 0], layers):
+        ax.scatter([s * dt_ms for s in L["steps"]], L["neuron"], s=2, marker="|", color="k")
+        ax.set_ylabel(f"{name}\nneuron")
+        ax.set_ylim(-0.5, max(1, L["neurons"]) - 0.5)
+        if L.get("truncated"):
+            ax.set_title(f"first {len(L['steps'])} of {L['events']} events", fontsize=8)
+    axes[-1, 0].set_xlabel("time (ms)")
+    axes[-1, 0].set_xlim(0, r["n_steps"] * dt_ms)
+    fig.suptitle(f"Spike raster, sample {r['sample']}")
+    return _png(fig)
+
+
+def plot_sweep(sweep: dict) -> Dict[str, bytes]:
+    plt = _plt()
+    rows = [r for r in sweep["rows"] if r.get("dt") is not None]
+    methods = sorted({str(r.get("method")) for r in rows})
+
+    def series(fn):
+        out = {}
+        for mth in methods:
+            pts = sorted((float(r["dt"]) * 1e3, fn(r)) for r in rows if str(r.get("method")) == mth)
+            pts = [(x, y) for x, y in pts if y is not None]
+            if pts:
+                out[mth] = pts
+        return out
+
+    def energy_of(r):
+        e = default_energy(r.get("record") or {})
+        return None if e is None else e["total_j"] * 1e6
+
+    def dyn_of(r):
+        e = default_energy(r.get("record") or {})
+        return None if e is None else e["dynamic_j"] * 1e6
+
+    figs = {}
+    for key, fn, ylabel in (
+        ("sweep_accuracy", lambda r: r.get("accuracy"), "accuracy"),
+        ("sweep_spikes", lambda r: r.get("spikes_per_sample"), "spikes per inference"),
+        ("sweep_energy", energy_of, "energy per inference (uJ)"),
+    ):
+        fig, ax = plt.subplots(figsize=(6, 3.4))
+        ser = series(fn)
+        for mth, pts in ser.items():
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=mth)
+        if key == "sweep_energy":
+            for mth, pts in series(dyn_of).items():
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="x", linestyle="--", label=f"{mth} (dynamic only)")
+        ax.set_xscale("log")
+        ax.set_xlabel("timestep dt (ms)")
+        ax.set_ylabel(ylabel)
+        if not ser:
+            ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes)
+        else:
+            ax.legend(fontsize=7)
+        ax.set_title(ylabel + " vs timestep")
+        figs[key] = _png(fig)
+    return figs
+
+
+# --------------------------------------------------------------------------- writers
+def _caveats(rec: Optional[dict]) -> List[str]:
+    items = [
+        "Synaptic operations use NeuroBench 2.3.0's definitions (Dense, Effective_ACs, Effective_MACs; summed over time steps, bias excluded, non-binary inputs count as MACs).",
+        "Energy figures are estimates: counted events times published per-event costs; they are not measurements.",
+        "Loihi 1 per-event costs (Davies et al. 2018; SANA-FE's fit) are applied to Loihi 2 only as an estimate: Intel publishes no Loihi 2 per-operation table.",
+        "The Loihi 2 static power (0.25 W per chip) and the time per step (from per-core work) are assumptions written in loihi2_estimate.toml; a measured PilotNet step took 153 us, so the static energy is likely a lower bound.",
+        "The ANN convention (Horowitz 2014, 45 nm) counts arithmetic only: memory traffic and static power are left out.",
+        "Chip resources use the Loihi 2 limits in loihi2_estimate.toml [chip]; the axon limits are Loihi 1's (unconfirmed for Loihi 2).",
+    ]
+    if rec:
+        e = rec.get("energy") or {}
+        for m in e.get("models", []):
+            if m.get("unconfirmed"):
+                items.append(f"{m['name']}: costs not confirmed against their source: {', '.join(m['unconfirmed'])}.")
+        if not (rec.get("metrics") or {}).get("complete", True):
+            items.append("The input connections' effective operations are missing (the run record was written without the input); totals of effective operations are partial.")
+    return items
+
+
+def build_report(
+    path: str,
+    out_html: str,
+    out_md: Optional[str] = None,
+    energy_models: Optional[Sequence[str]] = None,
+) -> Dict[str, object]:
+    """Write the HTML (and Markdown) report of a run record or sweep; returns paths and tables."""
+    kind, data = load_input(path)
+    sweep = data if kind == "sweep" else None
+    rec = _pick_run(sweep) if sweep else data
+    if rec is not None:
+        rec = with_energy_models(rec, energy_models)
+    if sweep and energy_models:
+        sweep = dict(sweep)
+        sweep["rows"] = [dict(r, record=with_energy_models(r["record"], energy_models)) if isinstance(r.get("record"), dict) else r for r in sweep["rows"]]
+
+    sections: List[Tuple[str, List, List[Tuple[str, bytes]]]] = []  # (id, tables, images)
+    tabs = run_tables(rec) if rec else {}
+    if "summary" in tabs:
+        sections.append(("summary", tabs["summary"], []))
+    if sweep:
+        imgs = plot_sweep(sweep)
+        sections.append(("sweep", [sweep_table(sweep)], list(imgs.items())))
+    for sid in ("metrics", "synops", "energy", "ann", "resources"):
+        if sid in tabs:
+            sections.append((sid, tabs[sid], []))
+    if rec:
+        sections.append(("plots", [], list(plot_layers(rec).items())))
+        ras = plot_raster(rec)
+        if ras:
+            sections.append(("raster", [], [("raster", ras)]))
+    title = f"nirdeploy report: {os.path.basename(os.path.normpath(path))}"
+    caveats = _caveats(rec)
+
+    os.makedirs(os.path.dirname(os.path.abspath(out_html)), exist_ok=True)
+    with open(out_html, "w") as f:
+        f.write(_html(title, sections, caveats, kind, sweep is not None and rec is not None))
+    written = {"html": out_html}
+    if out_md:
+        stem = os.path.splitext(os.path.basename(out_md))[0]
+        img_dir = os.path.join(os.path.dirname(os.path.abspath(out_md)), stem + "_files")
+        os.makedirs(img_dir, exist_ok=True)
+        with open(out_md, "w") as f:
+            f.write(_markdown(title, sections, caveats, img_dir, stem + "_files"))
+        written["md"] = out_md
+    return {"kind": kind, "paths": written, "record": rec, "sweep": sweep, "sections": [s[0] for s in sections]}
+
+
+def _html(title, sections, caveats, kind, picked) -> str:
+    e = html.escape
+    parts = [
+        "<!DOCTYPE html><html><head><meta charset='utf-8'>",
+        f"<title>{e(title)}</title>",
+        "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}"
+        "table{border-collapse:collapse;margin:.6em 0 1.4em}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
+        "td:first-child,th:first-child{text-align:left}th{background:#f0f0f0}h2{border-bottom:2px solid #3b6ea8}"
+        "img{max-width:100%;margin:.5em 0}</style></head><body>",
+        f"<h1>{e(title)}</h1>",
+    ]
+    if kind == "sweep" and picked:
+        parts.append("<p>Per-run sections show the sweep's run at the source timestep (or its most accurate run).</p>")
+    for sid, tables, images in sections:
+        parts.append(f"<section id='{sid}'><h2>{e(SECTION_TITLES[sid])}</h2>")
+        for ttl, cols, rows in tables:
+            parts.append(f"<h3>{e(ttl)}</h3><table><tr>" + "".join(f"<th>{e(c)}</th>" for c in cols) + "</tr>")
+            for r in rows:
+                parts.append("<tr>" + "".join(f"<td>{e(str(v))}</td>" for v in r) + "</tr>")
+            parts.append("</table>")
+        for name, png in images:
+            b64 = base64.b64encode(png).decode()
+            parts.append(f"<img id='img-{name}' alt='{e(name)}' src='data:image/png;base64,{b64}'>")
+        parts.append("</section>")
+    parts.append(f"<section id='caveats'><h2>{SECTION_TITLES['caveats']}</h2><ul>")
+    parts += [f"<li>{e(c)}</li>" for c in caveats]
+    parts.append("</ul><p>Definitions, formulas and sources: docs/metrics-and-energy.md.</p></section></body></html>\n")
+    return "\n".join(parts)
+
+
+def _markdown(title, sections, caveats, img_dir, img_rel) -> str:
+    lines = [f"# {title}", ""]
+    for sid, tables, images in sections:
+        lines += [f"## {SECTION_TITLES[sid]}", ""]
+        for ttl, cols, rows in tables:
+            lines += [f"### {ttl}", "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+            lines += ["| " + " | ".join(str(v).replace("|", "/") for v in r) + " |" for r in rows]
+            lines.append("")
+        for name, png in images:
+            with open(os.path.join(img_dir, name + ".png"), "wb") as f:
+                f.write(png)
+            lines += [f"![{name}]({img_rel}/{name}.png)", ""]
+    lines += [f"## {SECTION_TITLES['caveats']}", ""] + [f"- {c}" for c in caveats]
+    lines += ["", "Definitions, formulas and sources: docs/metrics-and-energy.md.", ""]
+    return "\n".join(lines)
+
+
+def print_summary(result: Dict[str, object], console=None) -> None:
+    """The report's tables in the terminal (rich)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = console or Console(highlight=False)
+
+    def show(ttl, cols, rows):
+        t = Table(title=ttl, title_justify="left")
+        for i, c in enumerate(cols):
+            t.add_column(c, justify="left" if i == 0 else "right")
+        for r in rows:
+            t.add_row(*[str(v) for v in r])
+        console.print(t)
+
+    if result.get("sweep"):
+        show(*sweep_table(result["sweep"]))
+    rec = result.get("record")
+    if rec:
+        tabs = run_tables(rec)
+        for sid in ("summary", "metrics", "synops", "energy", "ann", "resources"):
+            for ttl, cols, rows in tabs.get(sid, []):
+                if sid == "synops" and ttl == "Static metrics":
+                    continue
+                show(ttl, cols, rows)
