@@ -167,7 +167,8 @@ def static_metrics(program: Program, bytes_per_param: int = 4) -> Dict[str, obje
         op = program.ops[name]
         w = np.asarray(op.node.weight)
         b = getattr(op.node, "bias", None)
-        nb = 0 if b is None else int(np.asarray(b).size)
+        # NIR's Conv nodes always carry a bias: an all-zero bias counts as absent (as in torch)
+        nb = 0 if b is None or not np.any(np.asarray(b) != 0) else int(np.asarray(b).size)
         dense = float(fanout_vector(op, "ones").sum())
         conns.append(
             {
