@@ -88,8 +88,8 @@ def spikes(shape, p, seed, scale=1.0):
     return ((torch.rand(*shape, generator=g) < p).double() * scale).numpy()
 
 
-def demo_like(n_in=40, n_hidden=64, n_out=10, seed=0, readout="lif"):
-    """The demo's structure: Linear -> LIFBox -> Linear -> LIFBox (or LI readout)."""
+def demo_like(n_in=40, n_hidden=128, n_out=10, seed=0, readout="lif"):
+    """The demo's structure (examples/temporal/model.py): Linear(40, 128) -> LIFBox -> Linear(128, 10) -> LIFBox."""
     torch.manual_seed(seed)
     p = nt.LIFBoxParameters(v_th=torch.tensor(0.1))
     last = nt.LIFBoxCell(p, dt=1e-3) if readout == "lif" else nt.LICell(dt=1e-3)
@@ -214,7 +214,7 @@ def test_without_inputs_input_connections_are_unknown():
     met = activity_metrics(res, program)
     assert not met["complete"] and met["missing_effective_ops"] == ["0"]
     assert met["connections"][0]["Effective_ACs"] is None
-    assert met["connections"][0]["Dense"] == 40 * 64 * 20
+    assert met["connections"][0]["Dense"] == 40 * 128 * 20
     assert met["connections"][1]["Effective_ACs"] is not None
     assert met["totals"]["Effective_ACs"] is None and met["totals"]["Effective_ACs_known"] > 0
 
@@ -224,7 +224,7 @@ def test_layer_metrics_and_raster():
     x = spikes((4, 25, 40), 0.2, 5)
     _, res, met = ours(m, x)
     l1 = met["layers"][0]
-    assert l1["neurons"] == 64 and l1["neuron_updates"] == 64 * 25
+    assert l1["neurons"] == 128 and l1["neuron_updates"] == 128 * 25
     assert l1["spikes_per_sample"] == pytest.approx(res.spikes["1"].sum() / 4)
     assert l1["firing_rate_hz"] == pytest.approx(l1["firing_rate"] / 1e-3)
     assert l1["active_updates"] == l1["neuron_updates"]  # affine biases drive every neuron

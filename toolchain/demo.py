@@ -64,7 +64,7 @@ def run_demo(out: str, lava_samples: int = 32, quiet: bool = False) -> dict:
     torch_seconds = time.perf_counter() - t0
 
     ref = run("reference", program, x, progress=not quiet)
-    rec_ref = run_record(ref, program, labels=labels, readout=readout, model=nir_path, data=data)
+    rec_ref = run_record(ref, program, labels=labels, readout=readout, model=nir_path, data=data, inputs=x)
     write_json(rec_ref, os.path.join(out, "run_reference.json"))
 
     # agreement torch vs reference over the whole test set
@@ -86,7 +86,7 @@ def run_demo(out: str, lava_samples: int = 32, quiet: bool = False) -> dict:
     n_lava = min(lava_samples, len(labels))
     sub = np.arange(n_lava)
     lava = run("lava-float", program, x[sub], progress=not quiet)
-    rec_lava = run_record(lava, program, labels=labels[sub], readout=readout, model=nir_path, data=data)
+    rec_lava = run_record(lava, program, labels=labels[sub], readout=readout, model=nir_path, data=data, inputs=x[sub])
     write_json(rec_lava, os.path.join(out, "run_lava-float.json"))
     ref_sub = _subset(ref, sub)
     cmp = compare_results(ref_sub, lava, readout)
@@ -131,8 +131,19 @@ def run_demo(out: str, lava_samples: int = 32, quiet: bool = False) -> dict:
     ))
     console.print("agreement: reference vs torch on the whole test set; lava-float vs reference on its subset")
     console.print(f"wrote {out}/: model.nir, run_reference.json, run_lava-float.json, compare_reference_lava-float.json, demo_summary.json")
+    _demo_report(out, console)
     console.print(f"demo took {summary['seconds']:.1f} s")
     return summary
+
+
+# --------------------------------------------------------------------------- metrics, energy, report
+def _demo_report(out: str, console) -> None:
+    """Metrics/energy table of the reference run and DIR/report.html + DIR/report.md (issue 5)."""
+    from toolchain.report import build_report, print_summary
+
+    res = build_report(os.path.join(out, "run_reference.json"), os.path.join(out, "report.html"), os.path.join(out, "report.md"))
+    print_summary(res, console)
+    console.print(f"wrote {out}/report.html and {out}/report.md (metrics, energy, chip resources, plots)")
 
 
 def _scores(out: np.ndarray, readout: str) -> np.ndarray:

@@ -291,7 +291,7 @@ def plot_raster(rec: dict) -> Optional[bytes]:
     fig, axes = plt.subplots(len(layers), 1, figsize=(7, 1.2 + 1.6 * len(layers)), sharex=True, squeeze=False)
     dt_ms = float(r.get("dt", rec.get("dt", 1e-3))) * 1e3
     for ax, (name, L) in zip(axes[:, 0], layers):
-        ax.scatter([s * dt_ms for s in L["steps"]], L["neuron"], s=2, marker="|", color="k")
+        ax.scatter([s * dt_ms for s in L["steps"]], L["neuron"], s=12, marker="|", linewidths=0.8, color="k")
         ax.set_ylabel(f"{name}\nneuron")
         ax.set_ylim(-0.5, max(1, L["neurons"]) - 0.5)
         if L.get("truncated"):
@@ -338,6 +338,10 @@ def plot_sweep(sweep: dict) -> Dict[str, bytes]:
             for mth, pts in series(dyn_of).items():
                 ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="x", linestyle="--", label=f"{mth} (dynamic only)")
         ax.set_xscale("log")
+        from matplotlib.ticker import ScalarFormatter
+
+        ax.xaxis.set_major_formatter(ScalarFormatter())
+        ax.xaxis.set_minor_formatter(ScalarFormatter())
         ax.set_xlabel("timestep dt (ms)")
         ax.set_ylabel(ylabel)
         if not ser:
