@@ -167,8 +167,9 @@ def static_metrics(program: Program, bytes_per_param: int = 4) -> Dict[str, obje
         op = program.ops[name]
         w = np.asarray(op.node.weight)
         b = getattr(op.node, "bias", None)
-        # NIR's Conv nodes always carry a bias: an all-zero bias counts as absent (as in torch)
-        nb = 0 if b is None or not np.any(np.asarray(b) != 0) else int(np.asarray(b).size)
+        nb = 0 if b is None else int(np.asarray(b).size)
+        if op.type in CONV_TYPES and not np.any(np.asarray(b) != 0):
+            nb = 0  # NIR's Conv nodes always carry a bias: an all-zero one counts as absent (bias=False)
         dense = float(fanout_vector(op, "ones").sum())
         conns.append(
             {
