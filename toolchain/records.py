@@ -51,7 +51,7 @@ def run_record(
     inputs=None,
     metrics: bool = True,
     energy_models=None,
-    raster_events: int = 20000,
+    raster_events: int = 5000,
 ) -> Dict[str, Any]:
     """The run record of ``result``.
 
@@ -101,7 +101,7 @@ def run_record(
     return rec
 
 
-def activity_sections(result: SimResult, program, inputs=None, energy_models=None, raster_events: int = 20000):
+def activity_sections(result: SimResult, program, inputs=None, energy_models=None, raster_events: int = 5000):
     """``metrics``, ``resources``, ``energy`` and ``raster`` for a run record.
 
     A failure here must not cost the user the run it follows: it is recorded as
