@@ -237,7 +237,9 @@ def cmd_simulate(args) -> int:
     inputs = load_inputs(args, program)
     res = _simulate(args, args.backend, program, inputs, record_v=bool(args.trace))
     readout = _readout(program, args)
-    rec = run_record(res, program, labels=inputs["labels"], readout=readout, model=args.model, data=inputs["data"])
+    rec = run_record(
+        res, program, labels=inputs["labels"], readout=readout, model=args.model, data=inputs["data"], inputs=inputs["x"]
+    )
     if args.trace:
         arrays = {}
         for name in res.layer_types:
@@ -262,7 +264,9 @@ def compare_backends(program, x, labels, backends, readout="sum", progress=True,
 
     results = [run(b, program, x, progress=progress) for b in backends]
     cmp = compare_results(results[0], results[1], readout)
-    records = {r.backend: run_record(r, program, labels=labels, readout=readout, model=model, data=data) for r in results}
+    records = {
+        r.backend: run_record(r, program, labels=labels, readout=readout, model=model, data=data, inputs=x) for r in results
+    }
     if labels is not None:
         cmp["accuracy"] = {b: records[b]["accuracy"] for b in backends}
     return cmp, records

@@ -71,6 +71,7 @@ def run_cell(
         readout=readout,
         model=model_path,
         data={"dataset": ds.name, "source": data, **info},
+        inputs=x,
         extra={"retime": {"method": cell.method, "source_dt": src.dt, "rho": cell.dt / src.dt}},
     )
     row = {
