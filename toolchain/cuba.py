@@ -1,0 +1,316 @@
+"""The hardware (CUBA) form of a discrete neuron layer: what Lava's / Loihi's LIF can run.
+
+Lava's LIF process (``lava/proc/lif/process.py``) computes, per neuron and step::
+
+    u[k] = (1 - du) u[k-1] + a_in[k]          a_in: the summed synaptic input
+    v[k] = (1 - dv) v[k-1] + u[k] + bias
+    spike where v[k] > vth;  v <- 0 where it spiked
+
+with ``du``, ``dv`` and ``vth`` scalars per Lava process and ``bias`` per neuron. A layer of
+:class:`~toolchain.discretize.NeuronSSM` neurons maps onto it as follows (per neuron).
+
+One-state neurons (LI, LIF, IF, I): ``v[k] = a v[k-1] + B u[k] + c``. With ``du = 1`` the
+current holds only this step's input, so ``dv = 1 - a``, the incoming weights are scaled by
+``B`` and ``bias = c + B b_in`` (``b_in``: the constant part of the input, e.g. the bias of
+an Affine or Conv layer in front).
+
+Two-state neurons (CubaLI, CubaLIF) with ``A = [[a11, 0], [a21, a22]]`` and ``B = [b1, b2]``::
+
+    i[k] = a11 i[k-1] + b1 u[k] + c1
+    v[k] = a21 i[k-1] + a22 v[k-1] + b2 u[k] + c2
+
+Lava's current is a scaled copy of ``i``: ``U = gamma i``, ``V = beta v``. Matching
+``V[k] = a22 V[k-1] + a11 U[k-1] + s u[k] + bias`` term by term needs
+``gamma a11 = beta a21`` and ``s = gamma b1 = beta b2``; both hold (with ``beta = 1``,
+``gamma = a21 / a11``, ``s = b2``) iff ``a21 b1 == a11 b2`` -- the *CUBA tie*. It holds for the
+euler scheme (norse's LIFCell: ``A = [[a_s, 0], [g a_s, a_m]]``, ``B = [1, g]`` up to dt) and
+fails for the exact scheme (the input then reaches ``v`` within the step with a gain that is
+not the current's). ``beta`` is a common factor of every (gamma, beta) solution, so thresholds
+never need to move: ``beta = 1`` whenever an exact mapping exists. Lava has no bias into ``u``:
+a constant current ``c1 + b1 b_in`` is expressible only when ``gamma = 0``; when ``a11 = 0``
+the current is memoryless (``du = 1``) and exact iff the ``i[k-1]`` term vanishes.
+
+``v_reset != 0`` (and, for non-spiking layers, a nonzero initial ``v``) is expressed by shifting
+``v' = v - v_off``: ``bias' = bias - (1 - a22) v_off``, ``vth' = vth - v_off``; Lava's reset to 0
+is then a reset to ``v_off``. One Lava process has one ``vth``: :func:`split_groups` gives one
+group per distinct ``(du, dv)`` and folds per-neuron thresholds into the input scale and bias.
+
+Refused (:class:`UnsupportedNodeError`, naming the node): reset by subtraction, an initial
+``v`` other than ``v_reset`` on a spiking layer, a constant bias into a remembered current, and
+two-state matrices that break the CUBA tie. A later least-squares projection will replace the
+last refusal; :class:`CubaForm` already carries its ``error`` (0.0 for exact mappings).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import List, Optional, Tuple
+
+import numpy as np
+
+from .discretize import NeuronSSM
+from .errors import NirDeployError, UnsupportedNodeError
+
+#: relative tolerance under which two floating-point coefficients count as equal
+TOL = 1e-9
+
+
+@dataclass
+class CubaForm:
+    """Per-neuron parameters of Lava's LIF realizing one neuron layer (flat NIR order)."""
+
+    node: str
+    kind: str
+    du: np.ndarray  # [N] current decay, 1 - a11 (1 for one-state neurons: no current memory)
+    dv: np.ndarray  # [N] voltage decay, 1 - a22
+    scale: np.ndarray  # [N] multiplies the incoming weights row-wise
+    bias: np.ndarray  # [N] added to v every step (Lava units)
+    vth: Optional[np.ndarray]  # [N] threshold in Lava units; None: non-spiking layer
+    v_offset: np.ndarray  # [N] v_nir = v_lava / v_scale + v_offset
+    v_scale: np.ndarray  # [N] beta
+    u_scale: np.ndarray  # [N] gamma: u_lava = gamma i (two-state); 0 for one-state neurons
+    exact: bool = True
+    error: float = 0.0  # relative error of the projection onto the CUBA form (0.0 when exact)
+    notes: List[str] = field(default_factory=list)
+
+    @property
+    def n(self) -> int:
+        return int(self.du.size)
+
+    @property
+    def spiking(self) -> bool:
+        return self.vth is not None
+
+    def v_to_nir(self, v_lava: np.ndarray, idx: Optional[np.ndarray] = None) -> np.ndarray:
+        """Lava membrane potentials (last axis: neurons ``idx``) back to the NIR model's v."""
+        sl = slice(None) if idx is None else idx
+        return v_lava / self.v_scale[sl] + self.v_offset[sl]
+
+
+@dataclass
+class CubaGroup:
+    """Neurons of one layer that share (du, dv, vth): one Lava LIF process."""
+
+    idx: np.ndarray  # NIR flat indices of the neurons, in the process's order
+    du: float
+    dv: float
+    vth: float  # +inf for non-spiking layers
+    scale: np.ndarray  # [n] incoming weight scale (threshold normalization folded in)
+    bias: np.ndarray  # [n]
+    v_scale: np.ndarray  # [n] v_nir = v_lava / v_scale + v_offset
+    v_offset: np.ndarray  # [n]
+
+    @property
+    def n(self) -> int:
+        return int(self.idx.size)
+
+    @property
+    def spiking(self) -> bool:
+        return bool(np.isfinite(self.vth))
+
+
+def _close(a, b, tol=TOL) -> np.ndarray:
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    return np.abs(a - b) <= tol * np.maximum(np.abs(a), np.abs(b)) + 1e-300
+
+
+def _first_bad(mask: np.ndarray) -> int:
+    return int(np.flatnonzero(~mask)[0])
+
+
+def cuba_form(ssm: NeuronSSM, node: str, input_bias: Optional[np.ndarray] = None, tol: float = TOL) -> CubaForm:
+    """Map neuron layer ``ssm`` (NIR node ``node``) onto Lava's LIF; see the module docstring.
+
+    ``input_bias`` [N] is the constant part of the layer's input u (the bias of the Affine /
+    Conv path in front, per neuron), or None. Raises :class:`UnsupportedNodeError` when the
+    layer cannot be expressed exactly.
+    """
+    n = ssm.n
+    kind = ssm.kind
+    what = f"node {node!r} ({kind})"
+    A = np.asarray(ssm.A, dtype=np.float64).reshape(n, ssm.n_states, ssm.n_states)
+    B = np.asarray(ssm.B, dtype=np.float64).reshape(n, ssm.n_states)
+    c = np.asarray(ssm.c, dtype=np.float64).reshape(n, ssm.n_states)
+    x0 = np.asarray(ssm.x0, dtype=np.float64).reshape(n, ssm.n_states)
+    b_in = np.zeros(n) if input_bias is None else np.broadcast_to(np.asarray(input_bias, dtype=np.float64), (n,))
+    for nm, arr in (("A", A), ("B", B), ("c", c), ("initial state", x0), ("input bias", b_in)):
+        if not np.all(np.isfinite(arr)):
+            raise NirDeployError(f"{what}: its {nm} contains NaN or infinity")
+
+    spiking = ssm.v_threshold is not None
+    if spiking and ssm.reset == "subtract":
+        raise UnsupportedNodeError(
+            f"{what} resets by subtraction (v <- v - v_threshold), but Lava's LIF resets v to a fixed value; "
+            f"export it with reset 'value'"
+        )
+
+    if ssm.n_states == 1:
+        a = A[:, 0, 0]
+        du = np.ones(n)
+        dv = 1.0 - a
+        scale = B[:, 0].copy()
+        bias = c[:, 0] + B[:, 0] * b_in
+        a22 = a
+        u_scale = np.zeros(n)
+    elif ssm.n_states == 2:
+        a11, a12, a21, a22 = A[:, 0, 0], A[:, 0, 1], A[:, 1, 0], A[:, 1, 1]
+        b1, b2 = B[:, 0], B[:, 1]
+        if np.any(a12 != 0):
+            raise UnsupportedNodeError(
+                f"{what}: its state matrix is not lower triangular (the voltage feeds the current)"
+            )
+        c1 = c[:, 0] + b1 * b_in  # constant drive of the current
+        c2 = c[:, 1] + b2 * b_in  # constant drive of the voltage
+        i0 = x0[:, 0]
+        leaky = a11 != 0
+        gamma = np.where(leaky, a21 / np.where(leaky, a11, 1.0), 0.0)
+        # CUBA tie: the input reaches v only through the current
+        tie = np.where(leaky, _close(a21 * b1, a11 * b2, tol), _close(a21 * b1, 0.0, tol))
+        if not np.all(tie):
+            k = _first_bad(tie)
+            raise UnsupportedNodeError(
+                f"{what}: its discrete form feeds the input to the voltage with gain b2={b2[k]:.6g}, but Lava's CUBA "
+                f"neuron needs a21*b1/a11={a21[k] * b1[k] / a11[k] if a11[k] else 0.0:.6g} (the CUBA tie a21*b1 == "
+                f"a11*b2 fails, e.g. for the exact scheme or a retimed CubaLIF); use the euler scheme"
+            )
+        # the i[k-1] term of v must come from Lava's current: i's constant drive and initial
+        # value reach v only where the current is remembered and Lava has no current bias
+        pass_c1 = np.where(leaky, gamma * c1 == 0, a21 * c1 == 0)
+        if not np.all(pass_c1):
+            k = _first_bad(pass_c1)
+            raise UnsupportedNodeError(
+                f"{what}: a constant input of {c1[k]:.6g} into its synaptic current (e.g. the bias of the layer "
+                f"in front) cannot be expressed: Lava's LIF has a bias only on the voltage; remove the bias or use "
+                f"a one-state neuron"
+            )
+        pass_i0 = np.where(leaky, gamma * i0 == 0, a21 * i0 == 0)
+        if not np.all(pass_i0):
+            raise UnsupportedNodeError(f"{what}: a nonzero initial synaptic current cannot be expressed in Lava's LIF")
+        du = 1.0 - a11
+        dv = 1.0 - a22
+        scale = b2.copy()
+        bias = c2
+        u_scale = np.where(leaky, gamma, 0.0)
+    else:  # pragma: no cover - no neuron type has more states
+        raise UnsupportedNodeError(f"{what}: {ssm.n_states}-state neurons have no CUBA form")
+
+    v0 = x0[:, -1]
+    if spiking:
+        v_reset = np.broadcast_to(np.asarray(ssm.v_reset, dtype=np.float64), (n,))
+        if not np.all(v0 == v_reset):
+            k = int(np.flatnonzero(v0 != v_reset)[0])
+            raise UnsupportedNodeError(
+                f"{what} starts at v={v0[k]:g} but resets to v_reset={v_reset[k]:g}; Lava's LIF starts every sample "
+                f"where it resets, so use v_init 'v_reset'"
+            )
+        v_off = v_reset.astype(np.float64).copy()
+        vth = np.asarray(ssm.v_threshold, dtype=np.float64).reshape(n) - v_off
+    else:
+        v_off = v0.copy()  # a non-spiking layer never resets: shift v so that it starts at 0
+        vth = None
+    bias = bias - (1.0 - a22) * v_off
+    return CubaForm(
+        node=node,
+        kind=kind,
+        du=np.asarray(du, dtype=np.float64),
+        dv=np.asarray(dv, dtype=np.float64),
+        scale=np.asarray(scale, dtype=np.float64),
+        bias=np.asarray(bias, dtype=np.float64),
+        vth=vth,
+        v_offset=v_off,
+        v_scale=np.ones(n),
+        u_scale=np.asarray(u_scale, dtype=np.float64),
+    )
+
+
+def split_groups(form: CubaForm) -> List[CubaGroup]:
+    """Neurons with equal (du, dv) share one Lava process (Lava's decays are scalar).
+
+    Within a spiking group differing thresholds are folded into the neuron's scale: ``v`` is
+    multiplied by ``vth_ref / vth_n`` (the input scale and bias with it), which keeps every
+    decision when all thresholds are positive; the most common threshold is kept as it is so
+    that most neurons are not rescaled at all. Groups whose thresholds cannot be normalized
+    (some <= 0) are split by threshold instead.
+    """
+    key = np.stack([form.du, form.dv], axis=1)
+    uniq, inv = np.unique(key, axis=0, return_inverse=True)
+    inv = inv.reshape(-1)
+    groups: List[CubaGroup] = []
+    for gi in range(uniq.shape[0]):
+        idx = np.flatnonzero(inv == gi)
+        du, dv = float(uniq[gi, 0]), float(uniq[gi, 1])
+        if not form.spiking:
+            groups.append(_group(form, idx, du, dv, np.inf, np.ones(idx.size)))
+            continue
+        th = form.vth[idx]
+        vals, counts = np.unique(th, return_counts=True)
+        if vals.size == 1:
+            groups.append(_group(form, idx, du, dv, float(vals[0]), np.ones(idx.size)))
+        elif np.all(th > 0):
+            ref = float(vals[np.argmax(counts)])
+            lam = np.where(th == ref, 1.0, ref / th)
+            groups.append(_group(form, idx, du, dv, ref, lam))
+        else:
+            for v in vals:
+                sub = idx[th == v]
+                groups.append(_group(form, sub, du, dv, float(v), np.ones(sub.size)))
+    return groups
+
+
+def _group(form: CubaForm, idx, du, dv, vth, lam) -> CubaGroup:
+    return CubaGroup(
+        idx=idx,
+        du=du,
+        dv=dv,
+        vth=vth,
+        scale=form.scale[idx] * lam,
+        bias=form.bias[idx] * lam,
+        v_scale=form.v_scale[idx] * lam,
+        v_offset=form.v_offset[idx].copy(),
+    )
+
+
+# --------------------------------------------------------------------------- numpy models
+def simulate_cuba(groups: List[CubaGroup], n: int, u: np.ndarray) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+    """Lava's float LIF on input ``u`` [steps, n] (NIR order, before the input scale).
+
+    Returns (v in the NIR model's units [steps, n], spikes [steps, n] or None).
+    """
+    u = np.asarray(u, dtype=np.float64)
+    T = u.shape[0]
+    v_out = np.zeros((T, n))
+    z_out = np.zeros((T, n), dtype=bool)
+    spiking = any(g.spiking for g in groups)
+    for g in groups:
+        U = np.zeros(g.n)
+        V = np.zeros(g.n)
+        for k in range(T):
+            U = U * (1 - g.du) + g.scale * u[k, g.idx]
+            V = V * (1 - g.dv) + U + g.bias
+            z = V > g.vth
+            V = np.where(z, 0.0, V)
+            v_out[k, g.idx] = V / g.v_scale + g.v_offset
+            z_out[k, g.idx] = z
+    return v_out, (z_out if spiking else None)
+
+
+def simulate_ssm(ssm: NeuronSSM, u: np.ndarray) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+    """The SSM itself on input ``u`` [steps, n] (the semantics of simulators/reference.py)."""
+    u = np.asarray(u, dtype=np.float64)
+    T, n = u.shape
+    s = ssm.n_states
+    x = np.array(ssm.x0, dtype=np.float64).reshape(n, s)
+    v_out = np.zeros((T, n))
+    z_out = np.zeros((T, n), dtype=bool)
+    for k in range(T):
+        x = np.einsum("nij,nj->ni", ssm.A, x) + ssm.B * u[k][:, None] + ssm.c
+        if ssm.v_threshold is not None:
+            z = x[:, -1] > ssm.v_threshold
+            if ssm.reset == "subtract":
+                x[:, -1] = np.where(z, x[:, -1] - ssm.v_threshold, x[:, -1])
+            else:
+                x[:, -1] = np.where(z, ssm.v_reset, x[:, -1])
+            z_out[k] = z
+        v_out[k] = x[:, -1]
+    return v_out, (z_out if ssm.v_threshold is not None else None)
