@@ -329,13 +329,20 @@ def test_non_spiking_layer_feeding_a_neuron_is_refused():
         plan_network(prog, 1, 10)
 
 
-def test_exact_cubalif_is_refused_by_the_lava_backend():
+def test_exact_cubalif_is_projected_and_the_error_reported():
+    """The exact scheme breaks the CUBA tie: Lava runs the least-squares projection and the run
+    record reports its error per layer (the reference keeps the exact matrices)."""
+    from toolchain.records import run_record
+
     rng = np.random.default_rng(6)
     nodes = {"input": _in(3), "fc": _linear(rng, 3, 4), "cuba": _cubalif(rng, 4), "output": _out(4)}
     edges = [("input", "fc"), ("fc", "cuba"), ("cuba", "output")]
     prog = lower(make_graph(nodes, edges), Discretization(dt=1e-3, scheme="exact", v_init="v_reset"))
-    with pytest.raises(UnsupportedNodeError, match="'cuba'.*CUBA tie"):
-        run_lava_float(prog, np.zeros((1, 5, 3)), progress=False)
+    res = run_lava_float(prog, np.zeros((1, 5, 3)), progress=False)
+    err = res.info["cuba_error"]["cuba"]
+    assert 0 < err < 0.5
+    rec = run_record(res, prog, metrics=False)
+    assert next(l for l in rec["layers"] if l["name"] == "cuba")["projection_error"] == pytest.approx(err)
 
 
 # --------------------------------------------------------------------------- toolchain/cuba.py
@@ -435,7 +442,9 @@ def test_cuba_refusals_name_the_node():
     assert info.type is UnsupportedNodeError and "subtraction" in str(info.value)
     info = _refusal(_lif(rng, n), Discretization(dt=1e-3, v_init="zero"), n)  # starts at 0, resets to v_reset != 0
     assert "v_init" in str(info.value)
-    info = _refusal(_cubalif(rng, n), Discretization(dt=1e-3, scheme="exact", v_init="v_reset"), n)
-    assert "CUBA tie" in str(info.value)
+    ssm = _single(_cubalif(rng, n), Discretization(dt=1e-3, scheme="exact", v_init="v_reset"), n)
+    with pytest.raises(UnsupportedNodeError, match="'layer7'.*CUBA tie"):
+        cuba_form(ssm, "layer7", project=False)
+    assert cuba_form(ssm, "layer7").error > 0  # projected by default
     info = _refusal(_cubalif(rng, n), EULER_IMPULSE, n, input_bias=np.full(n, 0.1))
     assert "synaptic current" in str(info.value)

@@ -119,12 +119,79 @@ def _first_bad(mask: np.ndarray) -> int:
     return int(np.flatnonzero(~mask)[0])
 
 
-def cuba_form(ssm: NeuronSSM, node: str, input_bias: Optional[np.ndarray] = None, tol: float = TOL) -> CubaForm:
+def impulse_response(a11, a21, a22, b1, b2, K: int) -> np.ndarray:
+    """v's response [N, K] of the two-state SSM to a unit input at step 0 (zero state)."""
+    k = np.arange(K)[None, :]
+    a11, a21, a22, b1, b2 = (np.asarray(x, dtype=np.float64)[:, None] for x in (a11, a21, a22, b1, b2))
+    same = np.isclose(a11, a22, rtol=1e-12, atol=0)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        dd = np.where(same, k * np.power(a22, np.maximum(k - 1, 0)), (a11 ** k - a22 ** k) / np.where(same, 1.0, a11 - a22))
+    return a22 ** k * b2 + a21 * b1 * dd
+
+
+def _cuba_response(a, m, K: int) -> np.ndarray:
+    """Lava's CUBA v-response to a unit a_in at step 0: sum_j m^(k-j) a^j = (a^(k+1) - m^(k+1))/(a - m)."""
+    k = np.arange(K, dtype=np.float64)
+    if abs(a - m) < 1e-12:
+        return (k + 1) * m ** k
+    return (a ** (k + 1) - m ** (k + 1)) / (a - m)
+
+
+def project_cuba(a11, a21, a22, b1, b2):
+    """Least-squares projection of two-state dynamics onto Lava's CUBA form, per neuron.
+
+    The voltage decay is kept (dv = 1 - a22, so the free and reset dynamics are unchanged);
+    the current decay ``a = 1 - du`` and the input scale ``s`` minimize the squared error
+    between the impulse responses of v, ``sum_k (s f_a[k] - h[k])^2`` over a horizon in which
+    both modes decay below 1e-6 (``s`` in closed form, ``a`` by a bounded 1-D search).
+    Returns (du, scale, relative L2 error of the impulse response) per neuron.
+    """
+    from scipy.optimize import minimize_scalar
+
+    a11, a21, a22, b1, b2 = (np.atleast_1d(np.asarray(x, dtype=np.float64)) for x in (a11, a21, a22, b1, b2))
+    rows = np.stack([a11, a21, a22, b1, b2], axis=1)
+    uniq, inv = np.unique(rows, axis=0, return_inverse=True)
+    du_u, s_u, err_u = np.zeros(len(uniq)), np.zeros(len(uniq)), np.zeros(len(uniq))
+    for r, (p11, p21, p22, q1, q2) in enumerate(uniq):
+        slow = max(p11, p22, 1e-12)
+        K = int(np.clip(np.ceil(np.log(1e-6) / np.log(slow)) if slow < 1 else 5000, 16, 5000))
+        h = impulse_response([p11], [p21], [p22], [q1], [q2], K)[0]
+        hh = float(h @ h)
+        if hh == 0:
+            du_u[r], s_u[r], err_u[r] = 1.0 - p11, 0.0, 0.0
+            continue
+
+        def fit(a):
+            f = _cuba_response(a, p22, K)
+            s_ = float(f @ h) / float(f @ f)
+            res = s_ * f - h
+            return float(res @ res), s_
+
+        best = minimize_scalar(lambda a: fit(a)[0], bounds=(0.0, 1.0 - 1e-9), method="bounded", options={"xatol": 1e-10})
+        cands = [best.x, p11, 0.0]
+        errs = [fit(a)[0] for a in cands]
+        a_best = cands[int(np.argmin(errs))]
+        e, s_ = fit(a_best)
+        du_u[r], s_u[r], err_u[r] = 1.0 - a_best, s_, np.sqrt(e / hh)
+    inv = inv.reshape(-1)
+    return du_u[inv], s_u[inv], err_u[inv]
+
+
+def cuba_form(
+    ssm: NeuronSSM,
+    node: str,
+    input_bias: Optional[np.ndarray] = None,
+    tol: float = TOL,
+    project: bool = True,
+) -> CubaForm:
     """Map neuron layer ``ssm`` (NIR node ``node``) onto Lava's LIF; see the module docstring.
 
     ``input_bias`` [N] is the constant part of the layer's input u (the bias of the Affine /
-    Conv path in front, per neuron), or None. Raises :class:`UnsupportedNodeError` when the
-    layer cannot be expressed exactly.
+    Conv path in front, per neuron), or None. Two-state dynamics that break the CUBA tie (the
+    exact scheme, or a retimed CubaLIF) are projected onto the CUBA form with
+    :func:`project_cuba` when ``project`` is true (the result's ``error`` is the relative L2
+    error of v's impulse response, worst neuron); otherwise, and for anything else that cannot
+    be expressed, :class:`UnsupportedNodeError` is raised.
     """
     n = ssm.n
     kind = ssm.kind
@@ -145,6 +212,7 @@ def cuba_form(ssm: NeuronSSM, node: str, input_bias: Optional[np.ndarray] = None
             f"export it with reset 'value'"
         )
 
+    proj_error = 0.0
     if ssm.n_states == 1:
         a = A[:, 0, 0]
         du = np.ones(n)
@@ -154,6 +222,7 @@ def cuba_form(ssm: NeuronSSM, node: str, input_bias: Optional[np.ndarray] = None
         a22 = a
         u_scale = np.zeros(n)
     elif ssm.n_states == 2:
+        proj_error = 0.0
         a11, a12, a21, a22 = A[:, 0, 0], A[:, 0, 1], A[:, 1, 0], A[:, 1, 1]
         b1, b2 = B[:, 0], B[:, 1]
         if np.any(a12 != 0):
@@ -167,7 +236,10 @@ def cuba_form(ssm: NeuronSSM, node: str, input_bias: Optional[np.ndarray] = None
         gamma = np.where(leaky, a21 / np.where(leaky, a11, 1.0), 0.0)
         # CUBA tie: the input reaches v only through the current
         tie = np.where(leaky, _close(a21 * b1, a11 * b2, tol), _close(a21 * b1, 0.0, tol))
-        if not np.all(tie):
+        projected = None
+        if not np.all(tie) and project:
+            projected = project_cuba(a11, a21, a22, b1, b2)
+        elif not np.all(tie):
             k = _first_bad(tie)
             raise UnsupportedNodeError(
                 f"{what}: its discrete form feeds the input to the voltage with gain b2={b2[k]:.6g}, but Lava's CUBA "
@@ -192,6 +264,14 @@ def cuba_form(ssm: NeuronSSM, node: str, input_bias: Optional[np.ndarray] = None
         scale = b2.copy()
         bias = c2
         u_scale = np.where(leaky, gamma, 0.0)
+        proj_error = 0.0
+        if projected is not None:
+            p_du, p_scale, p_err = projected
+            du = np.where(tie, du, p_du)
+            scale = np.where(tie, scale, p_scale)
+            a_p = 1.0 - du
+            u_scale = np.where(tie, u_scale, np.where(a_p != 0, 1.0, 0.0))
+            proj_error = float(np.max(np.where(tie, 0.0, p_err)))
     else:  # pragma: no cover - no neuron type has more states
         raise UnsupportedNodeError(f"{what}: {ssm.n_states}-state neurons have no CUBA form")
 
@@ -221,6 +301,11 @@ def cuba_form(ssm: NeuronSSM, node: str, input_bias: Optional[np.ndarray] = None
         v_offset=v_off,
         v_scale=np.ones(n),
         u_scale=np.asarray(u_scale, dtype=np.float64),
+        exact=proj_error == 0.0,
+        error=proj_error,
+        notes=[] if proj_error == 0.0 else [
+            f"projected onto the CUBA form: relative impulse-response error {proj_error:.3g} (worst neuron)"
+        ],
     )
 
 

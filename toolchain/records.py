@@ -78,6 +78,10 @@ def run_record(
         rec["labels"] = [int(x) for x in labels]
         rec["accuracy"] = float(np.mean(preds == labels))
     layers = layer_stats(result)
+    proj = result.info.get("cuba_error") or {}
+    for row in layers:  # hardware backends: error of the projection onto Loihi's CUBA neuron
+        if row["name"] in proj:
+            row["projection_error"] = float(proj[row["name"]])
     rec["layers"] = layers
     rec["total_spikes_per_sample"] = float(sum(r["spikes_per_sample"] for r in layers))
     if program is not None:
