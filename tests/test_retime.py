@@ -209,3 +209,34 @@ def test_exact_retime_equals_norse_with_rescaled_counts():
     res = simulate(lower(g, discretization_of(g)), x.numpy())
     for name in ("1", "3"):
         np.testing.assert_array_equal(res.spikes[name], rec[name] > 0)
+
+
+def test_hardware_projection_of_retimed_cubalif():
+    """Integral retiming breaks the CUBA tie; the projection keeps the voltage decay, fits the
+    current decay and input scale, and its impulse-response error is reported (retiming.md s4)."""
+    from toolchain.cuba import cuba_form, impulse_response, project_cuba
+
+    g = one_layer("CubaLIF", dict(tau_syn=5e-3, tau_mem=2e-2, r=1.0, v_leak=0.0, w_in=5e-3, v_threshold=1.0, v_reset=0.0), "euler", "impulse")
+    program = lower(g, discretization_of(g))
+    assert cuba_form(program.ops["n"].ssm, "n").error == 0.0  # the trained model is exactly CUBA
+    for rho in (0.25, 0.5, 2.0, 4.0):
+        g2 = retime(g, 1e-3 * rho, "integral")
+        s = lower(g2, discretization_of(g2)).ops["n"].ssm
+        form = cuba_form(s, "n")
+        assert 0 < form.error < 0.1, (rho, form.error)
+        np.testing.assert_allclose(form.dv, 1 - s.A[:, 1, 1])  # voltage decay kept exactly
+        # the reported error is the relative L2 error of v's impulse response
+        a = 1 - form.du[0]
+        K = 400
+        k = np.arange(K)
+        f = form.scale[0] * (a ** (k + 1) - s.A[0, 1, 1] ** (k + 1)) / (a - s.A[0, 1, 1])
+        h = impulse_response(s.A[:1, 0, 0], s.A[:1, 1, 0], s.A[:1, 1, 1], s.B[:1, 0], s.B[:1, 1], K)[0]
+        assert np.linalg.norm(f - h) / np.linalg.norm(h) == pytest.approx(form.error, rel=1e-3)
+    # the example of retiming.md section 4: a_s=0.8, a_m=0.95, g=0.5, b=1, rho=2 -> B_T = [0.9, 0.6875]
+    from toolchain.retime import integral_matrices
+
+    A = np.array([[[0.8, 0], [0.4, 0.95]]])
+    At, Bt, _ = integral_matrices(A, np.array([[1.0, 0.5]]), np.zeros((1, 2)), 2.0)
+    np.testing.assert_allclose(Bt[0], [0.9, 0.6875])
+    du, scale, err = project_cuba(At[:, 0, 0], At[:, 1, 0], At[:, 1, 1], Bt[:, 0], Bt[:, 1])
+    assert err[0] < 0.05
