@@ -9,7 +9,7 @@ import time
 
 from toolchain.errors import NirDeployError
 
-BACKENDS = ("reference", "lava-float")
+BACKENDS = ("reference", "lava-float", "lava-fixed", "emulator")
 
 
 @contextlib.contextmanager
@@ -31,6 +31,14 @@ def run(backend: str, program, inputs, record_v: bool = False, progress: bool = 
         with quiet_imports():
             from simulators.lava_float import run_lava_float
         res = run_lava_float(program, inputs, record_v=record_v, progress=progress, **kw)
+    elif backend == "lava-fixed":  # Loihi fixed point on Lava's bit-accurate models (toolchain/quantize.py)
+        with quiet_imports():
+            from simulators.lava_fixed import run_lava_fixed
+        res = run_lava_fixed(program, inputs, record_v=record_v, progress=progress, **kw)
+    elif backend == "emulator":  # the same integers, batched (simulators/emulator.py)
+        from simulators.emulator import run_emulator
+
+        res = run_emulator(program, inputs, record_v=record_v, progress=progress, **kw)
     else:
         raise NirDeployError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     res.info.setdefault("seconds", time.perf_counter() - t0)

@@ -1,0 +1,596 @@
+"""The emulator: a batched integer implementation of Lava's bit-accurate Loihi arithmetic.
+
+``run_emulator(program, inputs)`` quantizes ``program`` (``toolchain/quantize.py``; or takes a
+:class:`~toolchain.quantize.FixedNetwork`) and computes, for all samples at once, exactly what
+Lava's fixed-point process models compute (``lava/proc/dense/models.py`` PyDenseModelBitAcc,
+``lava/proc/conv/models.py`` PyConvModelFixed, ``lava/proc/lif/models.py`` PyLifModelBitAcc /
+PyLifResetModelBitAcc; see the module docstring of ``toolchain/quantize.py``), including the
+integer types Lava computes in:
+
+* Dense, binary input: ``a = (sum of w over the spiking inputs) << e`` (``>> -e``: floor),
+  computed in int64 and wrapped to int32 when sent;
+  graded input: the sum is int32 (numpy ``dot`` of int32 arrays wraps), then shifted in int32.
+* Conv: the exact sum, wrapped to 24 bits (``signed_clamp``); no weight exponent.
+* Several connections into one process are added in int32.
+* LIF: ``a_in << 6`` in int32; the decayed current ``sign(P) (|P| >> 12)`` (truncation toward
+  zero) cast to int32, plus the input in int32, then wrapped once at 24 bits exactly as Lava
+  does (``> 2^23``: minus 2^24, ``<= -2^23``: plus 2^24); the voltage likewise, plus
+  ``bias_mant << bias_exp``, clipped to +-(2^23 - 1); spike where ``v > vth << 6``; v <- 0.
+
+Time: the result lines up step for step with the reference (``simulators/reference.py``), like
+the Lava backends: every Dense/Conv hop's one-step latency is compensated by the layer depths of
+the Lava plan, relays are exact identity delays (and therefore skipped here), a back edge delivers
+its source's value of the previous step and every sample starts from zero state (the windows,
+resets and gates of the Lava run). A connection therefore delivers its source's value of
+reference step ``k - j`` at step ``k`` (``FixedNetwork.lag``).
+
+Speed: connections from already computed layers are evaluated for all steps of a batch at once
+as one matrix product (float32 or float64 BLAS where every partial sum is an exactly
+representable integer, int64 otherwise); the neuron recurrence runs in a numba kernel
+(parallel over samples) when numba is installed, in vectorized numpy otherwise (``engine``).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+import torch
+
+from simulators.result import SimResult
+from toolchain.errors import NirDeployError
+
+M24 = 1 << 23
+ENGINES = ("auto", "numba", "numpy")
+
+try:  # numba ships with the test extras (neurobench); without it the numpy engine runs
+    import numba as _numba
+
+    HAVE_NUMBA = True
+except Exception:  # pragma: no cover - depends on the environment
+    _numba = None
+    HAVE_NUMBA = False
+
+
+# --------------------------------------------------------------------------- integer helpers
+def wrap32(x: np.ndarray) -> np.ndarray:
+    """Two's complement int32 wrap of int64 values (what a numpy int32 cast / int32 arithmetic does)."""
+    return ((np.asarray(x, dtype=np.int64) + (1 << 31)) & 0xFFFFFFFF) - (1 << 31)
+
+
+def wrap24(x: np.ndarray) -> np.ndarray:
+    """lava.proc.conv.utils.signed_clamp(x, bits=24)."""
+    return ((np.asarray(x, dtype=np.int64) + M24) % (1 << 24)) - M24
+
+
+def shift(a: np.ndarray, e: int) -> np.ndarray:
+    return np.left_shift(a, e) if e > 0 else np.right_shift(a, -e)
+
+
+def check_integer_inputs(program, inputs) -> np.ndarray:
+    """Inputs [N, T, *input_shape] -> int64 [N, T, n_in] (flat NIR order); refuses non-integers."""
+    from simulators.lava_common import check_inputs
+
+    x = check_inputs(program, inputs)
+    if not np.all(np.isfinite(x)):
+        raise NirDeployError("the input contains NaN or infinity")
+    xi = np.rint(x)
+    if not np.array_equal(xi, x):
+        bad = x[xi != x].reshape(-1)[0]
+        raise NirDeployError(
+            f"the fixed-point backends take integer inputs (event counts per bin); the input contains {bad:g}"
+        )
+    if xi.size and np.max(np.abs(xi)) >= 2**31:
+        raise NirDeployError("the input has values beyond 32 bits, which Lava's integer input buffer cannot hold")
+    return xi.astype(np.int64)
+
+
+# --------------------------------------------------------------------------- connections
+def _exact_matmul(S: np.ndarray, W: np.ndarray, bound: float, cache: Optional[dict] = None) -> np.ndarray:
+    """S [m, n_src] @ W.T [n_src, n_dst] exactly, as int64 (every partial sum is below ``bound``)."""
+    if bound < 2**24:
+        dt = torch.float32
+    elif bound < 2**53:
+        dt = torch.float64
+    else:  # pragma: no cover - needs inputs beyond 2^45 or so
+        return S.astype(np.int64) @ W.T.astype(np.int64)
+    wt = None if cache is None else cache.get(dt)
+    if wt is None:
+        wt = torch.from_numpy(np.ascontiguousarray(W.T)).to(dt)
+        if cache is not None:
+            cache[dt] = wt
+    r = torch.from_numpy(np.ascontiguousarray(S)).to(dt) @ wt
+    return r.numpy().astype(np.int64)
+
+
+def _conv_torch(c, S_nir: np.ndarray, bound: float) -> np.ndarray:
+    import torch.nn.functional as F
+
+    p = c.conv
+    k = c.weights[:, ::-1, ::-1, :].transpose(0, 3, 2, 1)  # Lava (C_out, X, Y, C_in/g) -> torch (C_out, C_in/g, H, W)
+    dt = torch.float32 if bound < 2**24 else torch.float64
+    out = F.conv2d(
+        torch.from_numpy(np.ascontiguousarray(S_nir)).to(dt),
+        torch.from_numpy(np.ascontiguousarray(k)).to(dt),
+        None,
+        tuple(int(v) for v in p["stride"][::-1]),
+        tuple(int(v) for v in p["padding"][::-1]),
+        tuple(int(v) for v in p["dilation"][::-1]),
+        int(p["groups"]),
+    )
+    return out.reshape(out.shape[0], -1).numpy().astype(np.int64)
+
+
+class _Conn:
+    """A connection prepared for the emulator: source (without relays), lag and integer weights."""
+
+    def __init__(self, fx, c):
+        self.c = c
+        base, _ = fx.base_of(c.src)
+        self.is_input = base in fx.plan.inputs
+        self.src = "@input" if self.is_input else base
+        self.j = fx.lag(c)
+        self.kind = c.kind
+        self.graded = c.graded
+        self.e = int(c.weight_exp)
+        self.W = np.asarray(c.weights, dtype=np.int64)
+        self._cache: dict = {}
+        if self.kind == "dense":
+            self.row_abs = float(np.abs(self.W).sum(axis=1).max(initial=0))
+        else:
+            self.row_abs = float(np.abs(self.W).reshape(self.W.shape[0], -1).sum(axis=1).max(initial=0))
+            src_idx = fx.plan.inputs[base].idx if self.is_input else fx.groups[base].idx
+            self.src_idx = np.asarray(src_idx)
+            p = c.conv
+            X, Y, C = p["input_shape"]
+            self.nir_in = (C, Y, X)
+            self.dst_idx = np.asarray(fx.groups[c.dst].idx)
+            self.src_n = int(np.prod(p["input_shape"]))
+
+    def value(self, S: np.ndarray, smax: float) -> np.ndarray:
+        """Port value (int64 holding int32) for source values S [m, n_src] (process order)."""
+        bound = self.row_abs * max(smax, 1.0)
+        if self.kind == "dense":
+            acc = _exact_matmul(S, self.W, bound, self._cache)
+            if self.graded:  # weights.dot(s_in) on int32 arrays: int32 accumulation, int32 shift
+                acc = wrap32(acc)
+                return wrap32(shift(acc, self.e)) if self.e > 0 else shift(acc, self.e)
+            return wrap32(shift(acc, self.e))
+        S_nir = np.zeros((S.shape[0], self.src_n), dtype=S.dtype)
+        S_nir[:, self.src_idx] = S
+        out = _conv_torch(self.c, S_nir.reshape((S.shape[0],) + self.nir_in), bound)
+        return wrap24(out[:, self.dst_idx])
+
+
+# --------------------------------------------------------------------------- LIF
+def _params(g) -> Tuple[int, int, int, np.ndarray]:
+    fu = 4096 - (int(g.du) + 1)
+    fv = 4096 - int(g.dv)
+    vth64 = int(np.left_shift(np.int32(g.vth), 6))
+    return fu, fv, vth64, wrap32(g.bias_eff)
+
+
+def lif_step(u, v, a_in, fu, fv, vth64, bias, st=None):
+    """One bit-accurate LIF update on int64 arrays holding Lava's int32 values; returns (u, v, s)."""
+    act = wrap32(wrap32(a_in) << 6)
+    p = u * fu
+    d = wrap32(np.where(p >= 0, p >> 12, -((-p) >> 12)))
+    dc = wrap32(d + act)
+    wrapped = (dc > M24) | (dc <= -M24)
+    u = np.where(dc > M24, dc - 2 * M24, np.where(dc <= -M24, dc + 2 * M24, dc))
+    q = v * fv
+    dvv = wrap32(np.where(q >= 0, q >> 12, -((-q) >> 12)))
+    vn = wrap32(dvv + u + bias)
+    v = np.clip(vn, -M24 + 1, M24 - 1)
+    if st is not None:
+        st[0] = max(st[0], int(np.abs(dc).max(initial=0)))
+        st[1] = max(st[1], int(np.abs(vn).max(initial=0)))
+        st[2] += int(np.count_nonzero(wrapped))
+        st[3] += int(np.count_nonzero(vn != v))
+    s = v > vth64
+    v = np.where(s, 0, v)
+    return u, v, s
+
+
+def _scan_numpy(a, fu, fv, vth64, bias, rec, z, vout, st):
+    """LIF over time on a [B, T, n] (sum of external port values); rec: [(W, e)] self connections."""
+    B, T, n = a.shape
+    u = np.zeros((B, n), np.int64)
+    v = np.zeros((B, n), np.int64)
+    s = np.zeros((B, n), bool)
+    for k in range(T):
+        ain = a[:, k]
+        for W, e in rec:
+            acc = s.astype(np.int64) @ W.T if k else np.zeros((B, n), np.int64)
+            ain = ain + wrap32(shift(acc, e))
+        u, v, s = lif_step(u, v, ain, fu, fv, vth64, bias, st)
+        z[:, k] = s
+        if vout is not None:
+            vout[:, k] = v
+
+
+if HAVE_NUMBA:
+
+    @_numba.njit(cache=True, inline="always")
+    def _w32(x):
+        return ((x + 2147483648) & 0xFFFFFFFF) - 2147483648
+
+    @_numba.njit(cache=True, inline="always")
+    def _tdiv(p):
+        return (p >> 12) if p >= 0 else -((-p) >> 12)
+
+    @_numba.njit(parallel=True, cache=True)
+    def _scan_numba(a, fu, fv, vth64, bias, wrecT, e_rec, has_rec, z, vout, record_v, st):
+        B, T, n = a.shape
+        M = 8388608
+        for b in _numba.prange(B):
+            u = np.zeros(n, np.int64)
+            v = np.zeros(n, np.int64)
+            s = np.zeros(n, np.uint8)
+            acc = np.zeros(n, np.int64)
+            m_u = 0
+            m_v = 0
+            n_w = 0
+            n_s = 0
+            for k in range(T):
+                if has_rec:
+                    for i in range(n):
+                        acc[i] = 0
+                    for jj in range(n):
+                        if s[jj]:
+                            for i in range(n):
+                                acc[i] += wrecT[jj, i]
+                for i in range(n):
+                    ain = a[b, k, i]
+                    if has_rec:
+                        r = acc[i]
+                        if e_rec > 0:
+                            r = r << e_rec
+                        else:
+                            r = r >> (-e_rec)
+                        ain += _w32(r)
+                    ain = _w32(ain)
+                    act = _w32(ain << 6)
+                    d = _w32(_tdiv(u[i] * fu))
+                    dc = _w32(d + act)
+                    if dc > M:
+                        uu = dc - 2 * M
+                        n_w += 1
+                    elif dc <= -M:
+                        uu = dc + 2 * M
+                        n_w += 1
+                    else:
+                        uu = dc
+                    u[i] = uu
+                    adc = dc if dc >= 0 else -dc
+                    if adc > m_u:
+                        m_u = adc
+                    vn = _w32(_w32(_tdiv(v[i] * fv)) + uu + bias[i])
+                    avn = vn if vn >= 0 else -vn
+                    if avn > m_v:
+                        m_v = avn
+                    vv = vn
+                    if vv > M - 1:
+                        vv = M - 1
+                        n_s += 1
+                    elif vv < -M + 1:
+                        vv = -M + 1
+                        n_s += 1
+                    if vv > vth64:
+                        s[i] = 1
+                        vv = 0
+                    else:
+                        s[i] = 0
+                    v[i] = vv
+                    z[b, k, i] = s[i]
+                    if record_v:
+                        vout[b, k, i] = vv
+            st[b, 0] = m_u
+            st[b, 1] = m_v
+            st[b, 2] = n_w
+            st[b, 3] = n_s
+
+
+# --------------------------------------------------------------------------- schedule
+def _sccs(nodes: List[str], edges: Dict[str, List[str]]) -> List[List[str]]:
+    """Strongly connected components in topological order (Tarjan, iterative enough for layer counts)."""
+    index: Dict[str, int] = {}
+    low: Dict[str, int] = {}
+    on: set = set()
+    stack: List[str] = []
+    out: List[List[str]] = []
+    counter = [0]
+
+    def visit(v):
+        index[v] = low[v] = counter[0]
+        counter[0] += 1
+        stack.append(v)
+        on.add(v)
+        for w in edges.get(v, []):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            out.append(comp)
+
+    for v in nodes:
+        if v not in index:
+            visit(v)
+    out.reverse()  # Tarjan emits sinks first
+    return out
+
+
+class Schedule:
+    """Groups in evaluation order, with the connections into each (relays skipped)."""
+
+    def __init__(self, fx):
+        self.fx = fx
+        order = [k for k, g in fx.groups.items() if g.role == "neuron"]
+        pos = {k: i for i, k in enumerate(order)}
+        order.sort(key=lambda k: (fx.groups[k].depth, pos[k]))
+        self.into: Dict[str, List[_Conn]] = {k: [] for k in order}
+        for c in fx.conns:
+            if c.dst in self.into:
+                self.into[c.dst].append(_Conn(fx, c))
+        succ: Dict[str, List[str]] = {k: [] for k in order}
+        for k, cs in self.into.items():
+            for c in cs:
+                if not c.is_input:
+                    succ[c.src].append(k)
+        self.sccs = _sccs(order, succ)
+        rank = {k: i for i, k in enumerate(order)}
+        self.sccs = [sorted(comp, key=rank.get) for comp in self.sccs]
+        for comp in self.sccs:
+            for k in comp:
+                for c in self.into[k]:
+                    if not c.is_input and c.src in comp and c.j == 0 and rank[c.src] >= rank[k]:  # pragma: no cover
+                        raise NirDeployError(f"the connections into {fx.groups[k].node!r} form a loop without delay")
+
+
+# --------------------------------------------------------------------------- running
+def emulate(
+    fx,
+    x: np.ndarray,
+    record_v: bool = False,
+    stats: bool = False,
+    batch_size: int = 256,
+    engine: str = "auto",
+    progress: bool = False,
+) -> Dict[str, Dict[str, np.ndarray]]:
+    """Run integer inputs x [N, T, n_in] (flat NIR order) through FixedNetwork ``fx``.
+
+    Returns {"spikes": {group: bool [N, T, n]}, "v": {group: int32 [N, T, n]} (recorded groups:
+    all with ``record_v``, else the non-spiking ones), "stats": {group: {max_abs_u, max_abs_v,
+    u_wraps, v_saturations}} (with ``stats``)}. Group arrays are in the Lava process order.
+    """
+    if engine not in ENGINES:
+        raise NirDeployError(f"unknown emulator engine {engine!r}; choose one of {', '.join(ENGINES)}")
+    if engine == "numba" and not HAVE_NUMBA:
+        raise NirDeployError("the numba engine needs the numba package")
+    use_numba = HAVE_NUMBA and engine != "numpy"
+    sched = getattr(fx, "_schedule", None)
+    if sched is None:
+        sched = Schedule(fx)
+        fx._schedule = sched
+    N, T = x.shape[0], x.shape[1]
+    in_idx = next(iter(fx.plan.inputs.values())).idx if fx.plan.inputs else None
+    keys = [k for comp in sched.sccs for k in comp]
+    spikes = {k: np.zeros((N, T, fx.groups[k].n), dtype=bool) for k in keys}
+    want_v = {k for k in keys if record_v or not fx.groups[k].spiking}
+    vs = {k: np.zeros((N, T, fx.groups[k].n), dtype=np.int32) for k in want_v}
+    st_all = {k: np.zeros(4, dtype=np.int64) for k in keys}
+    starts = list(range(0, N, max(1, int(batch_size))))
+    it = starts
+    if progress and len(starts) > 1:
+        from tqdm import tqdm
+
+        it = tqdm(starts, desc="emulator", unit="batch", leave=False)
+    for s0 in it:
+        xb = x[s0 : s0 + batch_size]
+        B = xb.shape[0]
+        vals: Dict[str, np.ndarray] = {}
+        if in_idx is not None:
+            vals["@input"] = xb[:, :, in_idx]
+        vmax = {"@input": float(np.abs(xb).max(initial=0))}
+        for comp in sched.sccs:
+            ext: Dict[str, np.ndarray] = {}
+            internal: Dict[str, List[_Conn]] = {k: [] for k in comp}
+            for k in comp:
+                n = fx.groups[k].n
+                a = np.zeros((B, T, n), dtype=np.int64)
+                for c in sched.into[k]:
+                    if not c.is_input and c.src in comp:
+                        internal[k].append(c)
+                        continue
+                    S = vals[c.src]
+                    if c.j >= T:
+                        continue
+                    Ssh = S[:, : T - c.j] if c.j else S
+                    val = c.value(Ssh.reshape(-1, Ssh.shape[-1]), vmax[c.src]).reshape(B, T - c.j, n)
+                    a[:, c.j :] += val
+                ext[k] = a
+            single = len(comp) == 1
+            k0 = comp[0]
+            rec = internal[k0] if single else []
+            fast = (
+                use_numba
+                and single
+                and len(rec) <= 1
+                and all(c.kind == "dense" and not c.graded and c.j == 1 and c.src == k0 for c in rec)
+            )
+            if single and (fast or all(c.kind == "dense" and not c.graded and c.j == 1 and c.src == k0 for c in rec)):
+                g = fx.groups[k0]
+                fu, fv, vth64, bias = _params(g)
+                z = np.zeros((B, T, g.n), dtype=np.uint8 if fast else bool)
+                vout = np.zeros((B, T, g.n), dtype=np.int64) if k0 in want_v else None
+                if fast:
+                    st = np.zeros((B, 4), dtype=np.int64)
+                    wrecT = np.ascontiguousarray(rec[0].W.T) if rec else np.zeros((1, 1), np.int64)
+                    _scan_numba(
+                        ext[k0], fu, fv, vth64, bias.astype(np.int64), wrecT, rec[0].e if rec else 0, bool(rec),
+                        z, vout if vout is not None else np.zeros((1, 1, 1), np.int64), vout is not None, st,
+                    )  # fmt: skip
+                    stb = np.array([st[:, 0].max(initial=0), st[:, 1].max(initial=0), st[:, 2].sum(), st[:, 3].sum()])
+                else:
+                    stb = np.zeros(4, dtype=np.int64)
+                    _scan_numpy(ext[k0], fu, fv, vth64, bias, [(c.W, c.e) for c in rec], z, vout, stb)
+                _merge(st_all[k0], stb)
+                zb = z.astype(bool)
+                spikes[k0][s0 : s0 + B] = zb
+                vals[k0] = zb.view(np.uint8)
+                vmax[k0] = 1.0
+                if vout is not None:
+                    vs[k0][s0 : s0 + B] = vout
+            else:
+                _scan_component(fx, comp, ext, internal, T, want_v, spikes, vs, vals, vmax, st_all, s0, B)
+    out: Dict[str, Dict] = {"spikes": spikes, "v": vs}
+    if stats:
+        out["stats"] = {
+            k: {"max_abs_u": int(s[0]), "max_abs_v": int(s[1]), "u_wraps": int(s[2]), "v_saturations": int(s[3])}
+            for k, s in st_all.items()
+        }
+    return out
+
+
+def _merge(acc: np.ndarray, new: np.ndarray) -> None:
+    acc[0] = max(acc[0], int(new[0]))
+    acc[1] = max(acc[1], int(new[1]))
+    acc[2] += int(new[2])
+    acc[3] += int(new[3])
+
+
+def _scan_component(fx, comp, ext, internal, T, want_v, spikes, vs, vals, vmax, st_all, s0, B):
+    """Step-by-step numpy evaluation of a strongly connected set of groups (recurrent loops)."""
+    state = {}
+    for k in comp:
+        g = fx.groups[k]
+        state[k] = [np.zeros((B, g.n), np.int64), np.zeros((B, g.n), np.int64)]
+        vals[k] = np.zeros((B, T, g.n), dtype=np.uint8)
+        vmax[k] = 1.0
+    stb = {k: np.zeros(4, dtype=np.int64) for k in comp}
+    for t in range(T):
+        for k in comp:
+            g = fx.groups[k]
+            fu, fv, vth64, bias = _params(g)
+            ain = ext[k][:, t].copy()
+            for c in internal[k]:
+                if t - c.j < 0:
+                    continue
+                ain += c.value(vals[c.src][:, t - c.j], 1.0)
+            u, v, s = lif_step(state[k][0], state[k][1], ain, fu, fv, vth64, bias, stb[k])
+            state[k] = [u, v]
+            vals[k][:, t] = s
+            spikes[k][s0 : s0 + B, t] = s
+            if k in want_v:
+                vs[k][s0 : s0 + B, t] = v
+    for k in comp:
+        _merge(st_all[k], stb[k])
+
+
+def to_result(fx, x: np.ndarray, out: Dict[str, Dict], record_v: bool, backend: str) -> SimResult:
+    """Group activity (process order, integers) -> a SimResult in the reference's layout."""
+    from simulators.lava_common import host_outputs
+
+    program = fx.program
+    N, T = x.shape[0], x.shape[1]
+    spikes: Dict[str, np.ndarray] = {}
+    vs: Dict[str, np.ndarray] = {}
+    for node, keys in fx.node_groups.items():
+        op = program.ops[node]
+        n = op.ssm.n
+        if fx.groups[keys[0]].spiking:
+            z = np.zeros((N, T, n), dtype=bool)
+            for k in keys:
+                z[:, :, fx.groups[k].idx] = out["spikes"][k]
+            spikes[node] = z.reshape((N, T) + tuple(op.out_shape))
+        if all(k in out["v"] for k in keys):
+            v = np.zeros((N, T, n))
+            for k in keys:
+                g = fx.groups[k]
+                v[:, :, g.idx] = g.v_to_nir(out["v"][k])
+            vs[node] = v.reshape((N, T) + tuple(op.out_shape))
+    values = {}
+    for s in fx.plan.host_sources:
+        op = program.ops[s]
+        if op.kind == "input":
+            values[s] = x.astype(np.float64).reshape((N, T) + tuple(op.out_shape))
+        elif s in spikes:
+            values[s] = spikes[s].astype(np.float64)
+        else:
+            values[s] = vs[s]
+    outputs = host_outputs(program, values)
+    if not record_v:
+        vs = {}
+    return SimResult(
+        backend=backend,
+        dt=program.disc.dt,
+        n_steps=T,
+        outputs=outputs,
+        spikes=spikes,
+        v=vs,
+        layer_types={op.name: op.type for op in program.neurons()},
+        layer_sizes={op.name: op.ssm.n for op in program.neurons()},
+    )
+
+
+def saturation_summary(fx, stats: Dict[str, dict]) -> Dict[str, dict]:
+    """Per neuron node: largest |u| / |v| reached (integers, before wrap / clip) and wrap / saturation counts."""
+    out = {}
+    for node, keys in fx.node_groups.items():
+        st = [stats[k] for k in keys if k in stats]
+        if not st:
+            continue
+        out[node] = {
+            "max_abs_u": max(s["max_abs_u"] for s in st),
+            "max_abs_v": max(s["max_abs_v"] for s in st),
+            "u_wraps": sum(s["u_wraps"] for s in st),
+            "v_saturations": sum(s["v_saturations"] for s in st),
+        }
+    return out
+
+
+def run_emulator(
+    program,
+    inputs,
+    record_v: bool = False,
+    progress: bool = False,
+    quant=None,
+    profile: str = "netx",
+    batch_size: int = 256,
+    engine: str = "auto",
+) -> SimResult:
+    """Run ``inputs`` [samples, steps, *input_shape] (integer counts) through ``program`` in Loihi fixed point.
+
+    ``quant``: a :class:`~toolchain.quantize.FixedNetwork` of this program (default: quantize it
+    with ``profile``, without calibration). The result's ``info`` carries the quantization
+    profile and, per layer, the largest states reached and how often u wrapped or v saturated.
+    """
+    from toolchain.quantize import quantize
+
+    t0 = time.perf_counter()
+    x = check_integer_inputs(program, inputs)
+    fx = quant if quant is not None else quantize(program, profile=profile)
+    if fx.program is not program and fx.program.order != program.order:
+        raise NirDeployError("the quantized network passed as quant= belongs to a different program")
+    t1 = time.perf_counter()
+    out = emulate(fx, x, record_v=record_v, stats=True, batch_size=batch_size, engine=engine, progress=progress)
+    t2 = time.perf_counter()
+    res = to_result(fx, x, out, record_v, "emulator")
+    res.info.update(
+        quantization=fx.profile,
+        engine="numba" if (HAVE_NUMBA and engine != "numpy") else "numpy",
+        saturation=saturation_summary(fx, out["stats"]),
+        quantize_seconds=t1 - t0,
+        run_seconds=t2 - t1,
+    )
+    return res
