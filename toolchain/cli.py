@@ -346,7 +346,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--data", help="event dataset (.h5: nirdeploy or SHD layout) or 'default'")
     g.add_argument("--input", help="one sample as .npy, shape [T, *input_shape], binned at dt")
     _add_disc_args(p)
-    p.add_argument("--backend", choices=("reference", "lava-float"), default="reference")
+    p.add_argument("--backend", choices=("reference", "lava-float", "lava-fixed", "emulator"), default="reference")
     p.add_argument("--samples", type=int, help="use the first N samples")
     p.add_argument("--trace", help="write spikes and v of every neuron layer for the first sample (.npz)")
     p.add_argument("--readout", choices=("sum", "max", "mean", "last"))
@@ -380,7 +380,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 #: modules that add subcommands (each defines ``register(subparsers)``)
-COMMAND_MODULES: List[str] = ["toolchain.commands.retime", "toolchain.commands.report"]
+COMMAND_MODULES: List[str] = ["toolchain.commands.retime", "toolchain.commands.report", "toolchain.commands.deploy"]
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -500,38 +500,35 @@ def _tau_err(a: float, q: float) -> float:
 
 
 def report_rows(report: Dict[str, object]) -> List[List[object]]:
-    """Table rows: node, scale, weight error (max/rms), decay error, threshold error, state."""
+    """Table rows: layer, type, K, what limited K, weight error (max, rms), decay error, threshold error, state."""
     rows = []
     for l in report["layers"]:
-        state = ""
         if "state_fill" in l:
-            state = f"{100 * l['state_fill']:.1f}% of range" + (" SATURATES" if l["saturates"] else "")
+            state = f"{100 * l['state_fill']:.1f}%" + (" SATURATED" if l["saturates"] else "")
+        elif np.isinf(l["worst_case_abs_u"]):
+            state = "unchecked"
         else:
-            state = "u may wrap (worst case)" if l["u_can_wrap_worst_case"] else "cannot wrap"
+            state = "may wrap" if l["u_can_wrap_worst_case"] else "cannot wrap"
+        fk = lambda v: f"{v:.0f}" if v >= 10 else f"{v:.3g}"
+        k = fk(min(l["scale"])) + ("" if len(l["scale"]) == 1 else f"-{fk(max(l['scale']))}")
         rows.append(
             [
                 l["node"],
                 l["type"],
-                f"{min(l['scale']):.4g}" + ("" if len(l["scale"]) == 1 else f"..{max(l['scale']):.4g}"),
+                k,
                 ",".join(l["scale_limited_by"]),
-                l["weight_max_rel_error"],
-                l["weight_rms_rel_error"],
-                l["decay_max_abs_error"],
-                l["threshold_rel_error"],
+                f"{100 * l['weight_max_rel_error']:.2f}%",
+                f"{100 * l['weight_rms_rel_error']:.2f}%",
+                f"{l['decay_max_abs_error']:.1e}" if l["decay_max_abs_error"] else "0",
+                f"{100 * l['threshold_rel_error']:.3f}%",
                 state,
             ]
         )
     return rows
 
 
-REPORT_COLUMNS = [
-    "layer",
-    "type",
-    "scale K",
-    "K limited by",
-    "weight err max",
-    "weight err rms",
-    "decay err",
-    "threshold err",
-    "state (24-bit)",
-]
+#: columns of :func:`report_rows`; weight errors relative to the largest weight of the connection,
+#: decay error: absolute error of the per-step factor, threshold error: relative,
+#: state: largest |u| or |v| seen as a fraction of the 24-bit range (with calibration data),
+#: otherwise whether the worst-case input could wrap u
+REPORT_COLUMNS = ["layer", "type", "K", "K set by", "w err max", "w err rms", "decay err", "vth err", "state"]
