@@ -60,8 +60,8 @@ def wrap32(x: np.ndarray) -> np.ndarray:
 
 
 def wrap24(x: np.ndarray) -> np.ndarray:
-    """lava.proc.conv.utils.signed_clamp(x, bits=24)."""
-    return ((np.asarray(x, dtype=np.int64) + M24) % (1 << 24)) - M24
+    """lava.proc.conv.utils.signed_clamp(x, bits=24): (x + 2^23) mod 2^24 - 2^23."""
+    return ((np.asarray(x, dtype=np.int64) + M24) & ((1 << 24) - 1)) - M24
 
 
 def shift(a: np.ndarray, e: int) -> np.ndarray:
@@ -88,7 +88,10 @@ def check_integer_inputs(program, inputs) -> np.ndarray:
 
 # --------------------------------------------------------------------------- connections
 def _exact_matmul(S: np.ndarray, W: np.ndarray, bound: float, cache: Optional[dict] = None) -> np.ndarray:
-    """S [m, n_src] @ W.T [n_src, n_dst] exactly, as int64 (every partial sum is below ``bound``)."""
+    """S [m, n_src] @ W.T [n_src, n_dst] exactly (every partial sum is below ``bound``).
+
+    Returns int32 when ``bound`` < 2^31, int64 otherwise.
+    """
     if bound < 2**24:
         dt = torch.float32
     elif bound < 2**53:
@@ -101,31 +104,34 @@ def _exact_matmul(S: np.ndarray, W: np.ndarray, bound: float, cache: Optional[di
         if cache is not None:
             cache[dt] = wt
     r = torch.from_numpy(np.ascontiguousarray(S)).to(dt) @ wt
-    return r.numpy().astype(np.int64)
+    return r.to(torch.int32 if bound < 2**31 else torch.int64).numpy()
 
 
-def _conv_torch(c, S_nir: np.ndarray, bound: float) -> np.ndarray:
+def _conv_torch(k: np.ndarray, p: dict, S_nir: np.ndarray, bound: float) -> np.ndarray:
+    """Lava Conv (kernel ``k`` in torch layout, parameters ``p`` in Lava (X, Y) order) on S [m, C, H, W]."""
     import torch.nn.functional as F
 
-    p = c.conv
-    k = c.weights[:, ::-1, ::-1, :].transpose(0, 3, 2, 1)  # Lava (C_out, X, Y, C_in/g) -> torch (C_out, C_in/g, H, W)
     dt = torch.float32 if bound < 2**24 else torch.float64
     out = F.conv2d(
         torch.from_numpy(np.ascontiguousarray(S_nir)).to(dt),
-        torch.from_numpy(np.ascontiguousarray(k)).to(dt),
+        torch.from_numpy(k).to(dt),
         None,
         tuple(int(v) for v in p["stride"][::-1]),
         tuple(int(v) for v in p["padding"][::-1]),
         tuple(int(v) for v in p["dilation"][::-1]),
         int(p["groups"]),
     )
-    return out.reshape(out.shape[0], -1).numpy().astype(np.int64)
+    return out.reshape(out.shape[0], -1).to(torch.int32 if bound < 2**31 else torch.int64).numpy()
 
 
 class _Conn:
-    """A connection prepared for the emulator: source (without relays), lag and integer weights."""
+    """A connection prepared for the emulator: source (without relays), lag and integer weights.
 
-    def __init__(self, fx, c):
+    Activity is kept in NIR order inside the emulator (each group's neurons sorted by their NIR
+    index), so the Dense matrices are permuted once here and a Conv needs no reordering.
+    """
+
+    def __init__(self, fx, c, order: Dict[str, np.ndarray]):
         self.c = c
         base, _ = fx.base_of(c.src)
         self.is_input = base in fx.plan.inputs
@@ -134,41 +140,52 @@ class _Conn:
         self.kind = c.kind
         self.graded = c.graded
         self.e = int(c.weight_exp)
-        self.W = np.asarray(c.weights, dtype=np.int64)
+        src_perm = np.argsort(fx.plan.inputs[base].idx) if self.is_input else order[base]
+        dst_perm = order[c.dst]
+        W = np.asarray(c.weights, dtype=np.int64)
         self._cache: dict = {}
         if self.kind == "dense":
+            self.W = np.ascontiguousarray(W[dst_perm][:, src_perm])
+            self.wT = np.ascontiguousarray(self.W.T)
             self.row_abs = float(np.abs(self.W).sum(axis=1).max(initial=0))
         else:
-            self.row_abs = float(np.abs(self.W).reshape(self.W.shape[0], -1).sum(axis=1).max(initial=0))
-            src_idx = fx.plan.inputs[base].idx if self.is_input else fx.groups[base].idx
-            self.src_idx = np.asarray(src_idx)
-            p = c.conv
-            X, Y, C = p["input_shape"]
+            self.W = W
+            self.row_abs = float(np.abs(W).reshape(W.shape[0], -1).sum(axis=1).max(initial=0))
+            self.k_torch = np.ascontiguousarray(W[:, ::-1, ::-1, :].transpose(0, 3, 2, 1))  # (C_out, C_in/g, H, W)
+            X, Y, C = c.conv["input_shape"]
             self.nir_in = (C, Y, X)
-            self.dst_idx = np.asarray(fx.groups[c.dst].idx)
-            self.src_n = int(np.prod(p["input_shape"]))
+            n_src = fx.plan.inputs[base].idx.size if self.is_input else fx.groups[base].n
+            if n_src != C * X * Y or fx.groups[c.dst].n != int(np.prod(c.conv["output_shape"])):  # pragma: no cover
+                raise NirDeployError(f"connection {c.key!r}: a Conv must connect whole layers")
+
+    def bound(self, smax: float) -> float:
+        """Largest |port value| before any wrap for sources up to ``smax`` in magnitude."""
+        b = self.row_abs * max(smax, 1.0)
+        return b * 2.0**self.e if self.kind == "dense" else b
 
     def value(self, S: np.ndarray, smax: float) -> np.ndarray:
-        """Port value (int64 holding int32) for source values S [m, n_src] (process order)."""
+        """Port value (int32 values, as int32 or int64) for source values S [m, n_src] (NIR order)."""
         bound = self.row_abs * max(smax, 1.0)
         if self.kind == "dense":
             acc = _exact_matmul(S, self.W, bound, self._cache)
+            if self.e == 0 and bound < 2**31:
+                return acc
+            acc = acc.astype(np.int64)
             if self.graded:  # weights.dot(s_in) on int32 arrays: int32 accumulation, int32 shift
                 acc = wrap32(acc)
                 return wrap32(shift(acc, self.e)) if self.e > 0 else shift(acc, self.e)
             return wrap32(shift(acc, self.e))
-        S_nir = np.zeros((S.shape[0], self.src_n), dtype=S.dtype)
-        S_nir[:, self.src_idx] = S
-        out = _conv_torch(self.c, S_nir.reshape((S.shape[0],) + self.nir_in), bound)
-        return wrap24(out[:, self.dst_idx])
+        out = _conv_torch(self.k_torch, self.c.conv, S.reshape((S.shape[0],) + self.nir_in), bound)
+        return out if bound < M24 else wrap24(out)
 
 
 # --------------------------------------------------------------------------- LIF
-def _params(g) -> Tuple[int, int, int, np.ndarray]:
+def _params(g, perm=None) -> Tuple[int, int, int, np.ndarray]:
     fu = 4096 - (int(g.du) + 1)
     fv = 4096 - int(g.dv)
     vth64 = int(np.left_shift(np.int32(g.vth), 6))
-    return fu, fv, vth64, wrap32(g.bias_eff)
+    bias = wrap32(g.bias_eff)
+    return fu, fv, vth64, (bias if perm is None else bias[perm])
 
 
 def lif_step(u, v, a_in, fu, fv, vth64, bias, st=None):
@@ -283,7 +300,110 @@ if HAVE_NUMBA:
                     else:
                         s[i] = 0
                     v[i] = vv
-                    z[b, k, i] = s[i]
+                    z[b, k, i] = s[i] != 0
+                    if record_v:
+                        vout[b, k, i] = vv
+            st[b, 0] = m_u
+            st[b, 1] = m_v
+            st[b, 2] = n_w
+            st[b, 3] = n_s
+
+    @_numba.njit(parallel=True, cache=True)
+    def _fused_numba(src, wT, e, graded, j, fu, fv, vth64, bias, wrecT, e_rec, has_rec, z, vout, record_v, st):
+        """Like _scan_numba, with the input of one Dense connection computed event by event.
+
+        src [B, T, n_src]: the source's values (spikes or graded input) in NIR order; wT [n_src, n]:
+        the Dense weights transposed (int32 when no sum can leave int32, as the caller checks);
+        j: its lag. Only nonzero sources are visited (Lava's binary Dense sums the weights of the
+        spiking inputs in int64; the graded one multiplies and sums in int32).
+        """
+        B, T, n_src = src.shape
+        n = wT.shape[1]
+        M = 8388608
+        for b in _numba.prange(B):
+            u = np.zeros(n, np.int64)
+            v = np.zeros(n, np.int64)
+            s = np.zeros(n, np.uint8)
+            acc = np.zeros(n, wT.dtype)
+            racc = np.zeros(n, wrecT.dtype)
+            m_u = 0
+            m_v = 0
+            n_w = 0
+            n_s = 0
+            for k in range(T):
+                acc[:] = 0
+                if k >= j:
+                    for q in range(n_src):
+                        xv = src[b, k - j, q]
+                        if xv != 0:
+                            if graded:
+                                xw = wT.dtype.type(xv)
+                                for i in range(n):
+                                    acc[i] += wT[q, i] * xw
+                            else:
+                                for i in range(n):
+                                    acc[i] += wT[q, i]
+                if has_rec:
+                    racc[:] = 0
+                    for jj in range(n):
+                        if s[jj]:
+                            for i in range(n):
+                                racc[i] += wrecT[jj, i]
+                for i in range(n):
+                    p = np.int64(acc[i])
+                    if graded:
+                        p = _w32(p)
+                        if e > 0:
+                            p = _w32(p << e)
+                        else:
+                            p = p >> (-e)
+                    elif e != 0:
+                        if e > 0:
+                            p = p << e
+                        else:
+                            p = p >> (-e)
+                        p = _w32(p)
+                    ain = p
+                    if has_rec:
+                        r = np.int64(racc[i])
+                        if e_rec > 0:
+                            r = r << e_rec
+                        else:
+                            r = r >> (-e_rec)
+                        ain += _w32(r)
+                    ain = _w32(ain)
+                    act = _w32(ain << 6)
+                    dc = _w32(_tdiv(u[i] * fu) + act)  # |decayed u| <= |u| < 2^31: its int32 cast is exact
+                    if dc > M:
+                        uu = dc - 2 * M
+                        n_w += 1
+                    elif dc <= -M:
+                        uu = dc + 2 * M
+                        n_w += 1
+                    else:
+                        uu = dc
+                    u[i] = uu
+                    adc = dc if dc >= 0 else -dc
+                    if adc > m_u:
+                        m_u = adc
+                    vn = _w32(_tdiv(v[i] * fv) + uu + bias[i])
+                    avn = vn if vn >= 0 else -vn
+                    if avn > m_v:
+                        m_v = avn
+                    vv = vn
+                    if vv > M - 1:
+                        vv = M - 1
+                        n_s += 1
+                    elif vv < -M + 1:
+                        vv = -M + 1
+                        n_s += 1
+                    if vv > vth64:
+                        s[i] = 1
+                        vv = 0
+                    else:
+                        s[i] = 0
+                    v[i] = vv
+                    z[b, k, i] = s[i] != 0
                     if record_v:
                         vout[b, k, i] = vv
             st[b, 0] = m_u
@@ -338,10 +458,13 @@ class Schedule:
         order = [k for k, g in fx.groups.items() if g.role == "neuron"]
         pos = {k: i for i, k in enumerate(order)}
         order.sort(key=lambda k: (fx.groups[k].depth, pos[k]))
+        #: per group: process positions in NIR order (the emulator's neuron order)
+        self.order = {k: np.argsort(fx.groups[k].idx, kind="stable") for k in order}
+        self.nir_idx = {k: np.asarray(fx.groups[k].idx)[self.order[k]] for k in order}
         self.into: Dict[str, List[_Conn]] = {k: [] for k in order}
         for c in fx.conns:
             if c.dst in self.into:
-                self.into[c.dst].append(_Conn(fx, c))
+                self.into[c.dst].append(_Conn(fx, c, self.order))
         succ: Dict[str, List[str]] = {k: [] for k in order}
         for k, cs in self.into.items():
             for c in cs:
@@ -358,6 +481,19 @@ class Schedule:
 
 
 # --------------------------------------------------------------------------- running
+def _fusable(sched, k) -> bool:
+    """One external Dense input (any lag, binary or graded) and at most one Dense from itself (lag 1)."""
+    into = sched.into[k]
+    ext = [c for c in into if c.is_input or c.src != k]
+    rec = [c for c in into if not c.is_input and c.src == k]
+    return (
+        len(ext) == 1
+        and ext[0].kind == "dense"
+        and len(rec) <= 1
+        and all(c.kind == "dense" and not c.graded and c.j == 1 for c in rec)
+    )
+
+
 def emulate(
     fx,
     x: np.ndarray,
@@ -371,7 +507,8 @@ def emulate(
 
     Returns {"spikes": {group: bool [N, T, n]}, "v": {group: int32 [N, T, n]} (recorded groups:
     all with ``record_v``, else the non-spiking ones), "stats": {group: {max_abs_u, max_abs_v,
-    u_wraps, v_saturations}} (with ``stats``)}. Group arrays are in the Lava process order.
+    u_wraps, v_saturations}} (with ``stats``)}. A group's neurons are in NIR order
+    (``np.sort(group.idx)``), not in the Lava process's order.
     """
     if engine not in ENGINES:
         raise NirDeployError(f"unknown emulator engine {engine!r}; choose one of {', '.join(ENGINES)}")
@@ -383,7 +520,6 @@ def emulate(
         sched = Schedule(fx)
         fx._schedule = sched
     N, T = x.shape[0], x.shape[1]
-    in_idx = next(iter(fx.plan.inputs.values())).idx if fx.plan.inputs else None
     keys = [k for comp in sched.sccs for k in comp]
     spikes = {k: np.zeros((N, T, fx.groups[k].n), dtype=bool) for k in keys}
     want_v = {k for k in keys if record_v or not fx.groups[k].spiking}
@@ -399,15 +535,38 @@ def emulate(
         xb = x[s0 : s0 + batch_size]
         B = xb.shape[0]
         vals: Dict[str, np.ndarray] = {}
-        if in_idx is not None:
-            vals["@input"] = xb[:, :, in_idx]
+        vals["@input"] = xb
         vmax = {"@input": float(np.abs(xb).max(initial=0))}
         for comp in sched.sccs:
+            if use_numba and len(comp) == 1 and _fusable(sched, comp[0]):
+                k0 = comp[0]
+                g = fx.groups[k0]
+                ext_c = [c for c in sched.into[k0] if c.is_input or c.src != k0]
+                rec = [c for c in sched.into[k0] if not c.is_input and c.src == k0]
+                c = ext_c[0]
+                fu, fv, vth64, bias = _params(g, sched.order[k0])
+                z = spikes[k0][s0 : s0 + B]
+                vout = np.zeros((B, T, g.n), dtype=np.int64) if k0 in want_v else None
+                st = np.zeros((B, 4), dtype=np.int64)
+                small = c.row_abs * max(vmax[c.src], 1.0) < 2**31 and (not rec or rec[0].row_abs < 2**31)
+                wdt = np.int32 if small else np.int64
+                _fused_numba(
+                    vals[c.src], c.wT.astype(wdt), c.e, c.graded, c.j, fu, fv, vth64, bias.astype(np.int64),
+                    rec[0].wT.astype(wdt) if rec else np.zeros((1, 1), wdt), rec[0].e if rec else 0, bool(rec),
+                    z, vout if vout is not None else np.zeros((1, 1, 1), np.int64), vout is not None, st,
+                )  # fmt: skip
+                _merge(st_all[k0], np.array([st[:, 0].max(initial=0), st[:, 1].max(initial=0), st[:, 2].sum(), st[:, 3].sum()]))
+                vals[k0] = z.view(np.uint8)
+                vmax[k0] = 1.0
+                if vout is not None:
+                    vs[k0][s0 : s0 + B] = vout
+                continue
             ext: Dict[str, np.ndarray] = {}
             internal: Dict[str, List[_Conn]] = {k: [] for k in comp}
             for k in comp:
                 n = fx.groups[k].n
-                a = np.zeros((B, T, n), dtype=np.int64)
+                total = sum(min(c.bound(vmax.get(c.src, 1.0)), 2.0**31) for c in sched.into[k])
+                a = None
                 for c in sched.into[k]:
                     if not c.is_input and c.src in comp:
                         internal[k].append(c)
@@ -417,8 +576,15 @@ def emulate(
                         continue
                     Ssh = S[:, : T - c.j] if c.j else S
                     val = c.value(Ssh.reshape(-1, Ssh.shape[-1]), vmax[c.src]).reshape(B, T - c.j, n)
+                    if a is None and c.j == 0 and (total < 2**31 or val.dtype == np.int64):
+                        a = val  # the only (or first) port: no copy
+                        continue
+                    if a is None:
+                        a = np.zeros((B, T, n), dtype=np.int32 if total < 2**31 else np.int64)
+                    elif total >= 2**31 and a.dtype != np.int64:
+                        a = a.astype(np.int64)
                     a[:, c.j :] += val
-                ext[k] = a
+                ext[k] = a if a is not None else np.zeros((B, T, n), dtype=np.int32)
             single = len(comp) == 1
             k0 = comp[0]
             rec = internal[k0] if single else []
@@ -430,8 +596,8 @@ def emulate(
             )
             if single and (fast or all(c.kind == "dense" and not c.graded and c.j == 1 and c.src == k0 for c in rec)):
                 g = fx.groups[k0]
-                fu, fv, vth64, bias = _params(g)
-                z = np.zeros((B, T, g.n), dtype=np.uint8 if fast else bool)
+                fu, fv, vth64, bias = _params(g, sched.order[k0])
+                z = spikes[k0][s0 : s0 + B]  # written in place (bool)
                 vout = np.zeros((B, T, g.n), dtype=np.int64) if k0 in want_v else None
                 if fast:
                     st = np.zeros((B, 4), dtype=np.int64)
@@ -445,14 +611,12 @@ def emulate(
                     stb = np.zeros(4, dtype=np.int64)
                     _scan_numpy(ext[k0], fu, fv, vth64, bias, [(c.W, c.e) for c in rec], z, vout, stb)
                 _merge(st_all[k0], stb)
-                zb = z.astype(bool)
-                spikes[k0][s0 : s0 + B] = zb
-                vals[k0] = zb.view(np.uint8)
+                vals[k0] = z.view(np.uint8)
                 vmax[k0] = 1.0
                 if vout is not None:
                     vs[k0][s0 : s0 + B] = vout
             else:
-                _scan_component(fx, comp, ext, internal, T, want_v, spikes, vs, vals, vmax, st_all, s0, B)
+                _scan_component(fx, sched, comp, ext, internal, T, want_v, spikes, vs, vals, vmax, st_all, s0, B)
     out: Dict[str, Dict] = {"spikes": spikes, "v": vs}
     if stats:
         out["stats"] = {
@@ -469,7 +633,7 @@ def _merge(acc: np.ndarray, new: np.ndarray) -> None:
     acc[3] += int(new[3])
 
 
-def _scan_component(fx, comp, ext, internal, T, want_v, spikes, vs, vals, vmax, st_all, s0, B):
+def _scan_component(fx, sched, comp, ext, internal, T, want_v, spikes, vs, vals, vmax, st_all, s0, B):
     """Step-by-step numpy evaluation of a strongly connected set of groups (recurrent loops)."""
     state = {}
     for k in comp:
@@ -481,8 +645,8 @@ def _scan_component(fx, comp, ext, internal, T, want_v, spikes, vs, vals, vmax, 
     for t in range(T):
         for k in comp:
             g = fx.groups[k]
-            fu, fv, vth64, bias = _params(g)
-            ain = ext[k][:, t].copy()
+            fu, fv, vth64, bias = _params(g, sched.order[k])
+            ain = ext[k][:, t].astype(np.int64)
             for c in internal[k]:
                 if t - c.j < 0:
                     continue
@@ -497,12 +661,14 @@ def _scan_component(fx, comp, ext, internal, T, want_v, spikes, vs, vals, vmax, 
         _merge(st_all[k], stb[k])
 
 
-def to_result(fx, x: np.ndarray, out: Dict[str, Dict], record_v: bool, backend: str) -> SimResult:
-    """Group activity (process order, integers) -> a SimResult in the reference's layout."""
+def to_result(fx, x: np.ndarray, out: Dict[str, Dict], record_v: bool, backend: str, order: str = "nir") -> SimResult:
+    """Group activity (integers; neurons in NIR order, or in Lava process order with ``order="process"``)
+    -> a SimResult in the reference's layout."""
     from simulators.lava_common import host_outputs
 
     program = fx.program
     N, T = x.shape[0], x.shape[1]
+    idx = (lambda k: fx.groups[k].idx) if order == "process" else (lambda k: np.sort(fx.groups[k].idx))
     spikes: Dict[str, np.ndarray] = {}
     vs: Dict[str, np.ndarray] = {}
     for node, keys in fx.node_groups.items():
@@ -511,13 +677,14 @@ def to_result(fx, x: np.ndarray, out: Dict[str, Dict], record_v: bool, backend: 
         if fx.groups[keys[0]].spiking:
             z = np.zeros((N, T, n), dtype=bool)
             for k in keys:
-                z[:, :, fx.groups[k].idx] = out["spikes"][k]
+                z[:, :, idx(k)] = out["spikes"][k]
             spikes[node] = z.reshape((N, T) + tuple(op.out_shape))
         if all(k in out["v"] for k in keys):
             v = np.zeros((N, T, n))
             for k in keys:
                 g = fx.groups[k]
-                v[:, :, g.idx] = g.v_to_nir(out["v"][k])
+                p = slice(None) if order == "process" else np.argsort(g.idx, kind="stable")
+                v[:, :, idx(k)] = (out["v"][k] / (g.scale * g.v_scale[p])) + g.v_offset[p]
             vs[node] = v.reshape((N, T) + tuple(op.out_shape))
     values = {}
     for s in fx.plan.host_sources:
@@ -580,7 +747,7 @@ def run_emulator(
     t0 = time.perf_counter()
     x = check_integer_inputs(program, inputs)
     fx = quant if quant is not None else quantize(program, profile=profile)
-    if fx.program is not program and fx.program.order != program.order:
+    if fx.program is not program and [o.name for o in fx.program.neurons()] != [o.name for o in program.neurons()]:
         raise NirDeployError("the quantized network passed as quant= belongs to a different program")
     t1 = time.perf_counter()
     out = emulate(fx, x, record_v=record_v, stats=True, batch_size=batch_size, engine=engine, progress=progress)

@@ -233,7 +233,7 @@ def run_lava_fixed(
     for key, g in fx.groups.items():  # non-spiking groups: no spike recorder
         if g.role == "neuron" and not g.spiking:
             out["spikes"][key] = np.zeros((N, T, g.n), dtype=bool)
-    res = to_result(fx, x, out, record_v, "lava-fixed")
+    res = to_result(fx, x, out, record_v, "lava-fixed", order="process")
     res.info.update(plan.describe())
     res.info.update(
         quantization=fx.profile, build_seconds=t1 - t0, run_seconds=t2 - t1, lava_processes=len(net.processes)

@@ -209,6 +209,24 @@ def decay_int(d: float, what: str, current: bool) -> int:
 
 
 # --------------------------------------------------------------------------- the pass
+def fold_pooling_program(program):
+    """``program`` with pooling folded into the following linear layer where that is exact.
+
+    Pooling is linear and netx has no pool layer (``toolchain/passes/fold_pooling.py``); folding
+    it here makes the fixed-point backends compute what ``nirdeploy deploy`` writes, and lets a
+    pool -> conv pair run as one Lava Conv instead of a dense matrix.
+    """
+    from toolchain.passes.fold_pooling import POOL_TYPES, fold_pooling
+    from toolchain.program import lower
+
+    if not any(op.type in POOL_TYPES for op in program.ops.values()):
+        return program
+    folded = fold_pooling(program.graph)
+    if folded is program.graph:
+        return program
+    return lower(folded, program.disc)
+
+
 def quantize(
     program,
     calib_inputs=None,
@@ -225,6 +243,7 @@ def quantize(
 
     if profile not in PROFILES:
         raise NirDeployError(f"unknown quantization profile {profile!r}; choose one of {', '.join(PROFILES)}")
+    program = fold_pooling_program(program)
     plan = plan_network(program, 1, 1)
     state_limit: Dict[str, float] = {}
     x = None
