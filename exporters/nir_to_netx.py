@@ -37,7 +37,9 @@ counts up to 32767): with the default 0 every nonzero count becomes a single spi
 is an array (W, H, C) (netx's XYZ order) into a conv layer; into a dense first layer it is the
 flat vector in NIR (C, H, W) order. The network's output is the last layer's spikes. A
 ``dense_rec`` layer's spikes of the last step of one sample reach the first step of the next
-(netx has no gate): pad every sample with trailing zero steps until the layer is silent.
+(netx has no gate, unlike the lava-fixed backend), and so do spikes it fires before its first
+window (driven by biased layers in front of it): pad every sample with trailing zero steps
+until the layer is silent, and keep biases out of the layers before it.
 """
 
 from __future__ import annotations
