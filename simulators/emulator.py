@@ -45,9 +45,17 @@ M24 = 1 << 23
 ENGINES = ("auto", "numba", "numpy")
 
 try:  # numba ships with the test extras (neurobench); without it the numpy engine runs
+    import os as _os
+
     import numba as _numba
 
     HAVE_NUMBA = True
+    # numba's default threading layer here is GNU OpenMP, which does not survive fork(): a forked
+    # child that runs a parallel kernel is terminated. Lava's runtime and the sweep's process pool
+    # fork, so the emulator uses numba's own work queue (chosen before the first parallel launch;
+    # NUMBA_THREADING_LAYER still overrides it).
+    if "NUMBA_THREADING_LAYER" not in _os.environ:
+        _numba.config.THREADING_LAYER = "workqueue"
 except Exception:  # pragma: no cover - depends on the environment
     _numba = None
     HAVE_NUMBA = False

@@ -592,6 +592,23 @@ def host_outputs(program: Program, values: Dict[str, np.ndarray]) -> Dict[str, n
 # that the host reads with Var.get(), which the CPU runtime transfers one element per message
 # (about 25 us per element here: 2 s for 10 steps of a 9000-neuron network). These recorders
 # write each step's vector straight into a memory-mapped .npy file instead.
+def _let_lava_set_fork() -> None:
+    """Lava's runtime calls ``multiprocessing.set_start_method('fork')`` when it is first imported,
+    which raises once a start method is fixed -- e.g. in a worker of a sweep's process pool, which
+    imports Lava (through this module) only after the pool forked it. A fixed choice that already
+    is 'fork' is cleared so that Lava can set the same again."""
+    import multiprocessing as mp
+    import sys
+
+    if "lava.magma.runtime.message_infrastructure.multiprocessing" in sys.modules:
+        return
+    ctx = getattr(mp.context, "_default_context", None)
+    actual = getattr(ctx, "_actual_context", None)
+    if actual is not None and actual.get_start_method() == "fork":
+        ctx._actual_context = None
+
+
+_let_lava_set_fork()
 from lava.magma.core.decorator import implements, requires, tag  # noqa: E402
 from lava.magma.core.model.py.model import PyLoihiProcessModel  # noqa: E402
 from lava.magma.core.model.py.ports import PyInPort, PyRefPort  # noqa: E402
