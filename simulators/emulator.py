@@ -718,6 +718,20 @@ def to_result(fx, x: np.ndarray, out: Dict[str, Dict], record_v: bool, backend: 
     )
 
 
+def fixed_point_summary(fx) -> Dict[str, dict]:
+    """Per neuron node: the scale(s) K and the rounding errors of the quantization (for run records)."""
+    out = {}
+    for row in fx.report.get("layers", []):
+        out[row["node"]] = {
+            "scale": row["scale"],
+            "vth_mant": row["vth_mant"],
+            "weight_max_rel_error": row["weight_max_rel_error"],
+            "threshold_rel_error": row["threshold_rel_error"],
+            "decay_max_abs_error": row["decay_max_abs_error"],
+        }
+    return out
+
+
 def saturation_summary(fx, stats: Dict[str, dict]) -> Dict[str, dict]:
     """Per neuron node: largest |u| / |v| reached (integers, before wrap / clip) and wrap / saturation counts."""
     out = {}
@@ -763,6 +777,8 @@ def run_emulator(
     res = to_result(fx, x, out, record_v, "emulator")
     res.info.update(
         quantization=fx.profile,
+        fixed_point=fixed_point_summary(fx),
+        cuba_error={k: f.error for k, f in fx.plan.forms.items()},
         engine="numba" if (HAVE_NUMBA and engine != "numpy") else "numpy",
         saturation=saturation_summary(fx, out["stats"]),
         quantize_seconds=t1 - t0,

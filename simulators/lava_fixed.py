@@ -235,7 +235,13 @@ def run_lava_fixed(
             out["spikes"][key] = np.zeros((N, T, g.n), dtype=bool)
     res = to_result(fx, x, out, record_v, "lava-fixed", order="process")
     res.info.update(plan.describe())
+    from simulators.emulator import fixed_point_summary
+
     res.info.update(
-        quantization=fx.profile, build_seconds=t1 - t0, run_seconds=t2 - t1, lava_processes=len(net.processes)
+        quantization=fx.profile,
+        fixed_point=fixed_point_summary(fx),
+        build_seconds=t1 - t0,
+        run_seconds=t2 - t1,
+        lava_processes=len(net.processes),
     )
     return res
