@@ -317,18 +317,21 @@ if HAVE_NUMBA:
             st[b, 3] = n_s
 
     @_numba.njit(parallel=True, cache=True)
-    def _fused_numba(src, wT, e, graded, j, fu, fv, vth64, bias, wrecT, e_rec, has_rec, z, vout, record_v, st):
+    def _fused_numba(src, src64, packed, wT, e, graded, j, fu, fv, vth64, bias, wrecT, e_rec, has_rec, z, vout, record_v, st):
         """Like _scan_numba, with the input of one Dense connection computed event by event.
 
         src [B, T, n_src]: the source's values (spikes or graded input) in NIR order; wT [n_src, n]:
         the Dense weights transposed (int32 when no sum can leave int32, as the caller checks);
-        j: its lag. Only nonzero sources are visited (Lava's binary Dense sums the weights of the
+        j: its lag. ``packed``: binary spikes also given as src64 [B, T, n_src / 8] (eight neurons
+        per uint64 word), so that silent groups of eight are skipped at once. Only nonzero sources are visited (Lava's binary Dense sums the weights of the
         spiking inputs in int64; the graded one multiplies and sums in int32).
         """
         B, T, n_src = src.shape
         n = wT.shape[1]
         M = 8388608
         for b in _numba.prange(B):
+            sb = src[b]
+            zb = z[b]
             u = np.zeros(n, np.int64)
             v = np.zeros(n, np.int64)
             s = np.zeros(n, np.uint8)
@@ -339,10 +342,22 @@ if HAVE_NUMBA:
             n_w = 0
             n_s = 0
             for k in range(T):
-                acc[:] = 0
-                if k >= j:
+                for i in range(n):
+                    acc[i] = 0
+                if k >= j and packed:
+                    sk64 = src64[b, k - j]
+                    for wq in range(sk64.size):
+                        word = sk64[wq]
+                        if word != 0:
+                            for t8 in range(8):
+                                if (word >> np.uint64(8 * t8)) & np.uint64(0xFF):
+                                    q = 8 * wq + t8
+                                    for i in range(n):
+                                        acc[i] += wT[q, i]
+                elif k >= j:
+                    sk = sb[k - j]
                     for q in range(n_src):
-                        xv = src[b, k - j, q]
+                        xv = sk[q]
                         if xv != 0:
                             if graded:
                                 xw = wT.dtype.type(xv)
@@ -352,7 +367,8 @@ if HAVE_NUMBA:
                                 for i in range(n):
                                     acc[i] += wT[q, i]
                 if has_rec:
-                    racc[:] = 0
+                    for i in range(n):
+                        racc[i] = 0
                     for jj in range(n):
                         if s[jj]:
                             for i in range(n):
@@ -411,7 +427,7 @@ if HAVE_NUMBA:
                     else:
                         s[i] = 0
                     v[i] = vv
-                    z[b, k, i] = s[i] != 0
+                    zb[k, i] = s[i] != 0
                     if record_v:
                         vout[b, k, i] = vv
             st[b, 0] = m_u
@@ -558,8 +574,11 @@ def emulate(
                 st = np.zeros((B, 4), dtype=np.int64)
                 small = c.row_abs * max(vmax[c.src], 1.0) < 2**31 and (not rec or rec[0].row_abs < 2**31)
                 wdt = np.int32 if small else np.int64
+                S = vals[c.src]
+                packed = (not c.graded) and S.dtype == np.uint8 and S.shape[-1] % 8 == 0 and S.flags.c_contiguous
+                S64 = S.view(np.uint64) if packed else np.zeros((1, 1, 1), np.uint64)
                 _fused_numba(
-                    vals[c.src], c.wT.astype(wdt), c.e, c.graded, c.j, fu, fv, vth64, bias.astype(np.int64),
+                    S, S64, packed, c.wT.astype(wdt), c.e, c.graded, c.j, fu, fv, vth64, bias.astype(np.int64),
                     rec[0].wT.astype(wdt) if rec else np.zeros((1, 1), wdt), rec[0].e if rec else 0, bool(rec),
                     z, vout if vout is not None else np.zeros((1, 1, 1), np.int64), vout is not None, st,
                 )  # fmt: skip
