@@ -93,7 +93,7 @@ def test_weights_are_even_8_bit_mantissas_filling_the_range(lif_prog):
     fx = quantize(lif_prog)
     for c in fx.conns:
         w = c.weights
-        assert np.all(w % 2 == 0) and np.abs(w).max() == WEIGHT_MANT_MAX and c.weight_exp == 0
+        assert np.all(w % 2 == 0) and WEIGHT_MANT_MAX - 8 <= np.abs(w).max() <= WEIGHT_MANT_MAX and c.weight_exp == 0
         K = fx.groups[c.dst].scale
         err = np.abs(dequantize_weights(w, K, 0) - c.w_float).max() / np.abs(c.w_float).max()
         assert err <= 1.0 / WEIGHT_MANT_MAX + 1e-12
@@ -107,6 +107,7 @@ def test_threshold_and_bias_mantissas(lif_prog):
     for key in ("n1", "n2"):
         g, p = fx.groups[key], fx.plan.groups[key]
         assert g.vth == round(g.scale * p.vth / 64)
+        assert abs(g.vth * 64 / g.scale - p.vth) < 1e-12  # K is chosen to make the threshold exact
         assert g.bias_exp == NETX_BIAS_EXP
         np.testing.assert_array_equal(g.bias_mant, np.rint(g.scale * p.bias / 64).astype(np.int64))
         assert np.all(np.abs(g.bias_mant) <= BIAS_MANT_MAX)
@@ -138,7 +139,7 @@ def test_loihi_profile_uses_positive_exponents_when_weights_dwarf_the_threshold(
     fl = quantize(prog, profile="loihi", calib_inputs=x)
     assert fl.conns[0].weight_exp > 0
     assert fl.groups["n1"].vth >= 4 * fx.groups["n1"].vth  # limited by the largest possible input step
-    assert fl.report["layers"][0]["threshold_rel_error"] < fx.report["layers"][0]["threshold_rel_error"]
+    assert fl.groups["n1"].scale > 4 * fx.groups["n1"].scale  # a finer state
     assert not fl.report["layers"][0]["saturates"]
     ref = simulate(prog, x)
     assert np.mean(run_emulator(prog, x, quant=fl).spikes["n1"] == ref.spikes["n1"]) > 0.99

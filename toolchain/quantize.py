@@ -73,6 +73,8 @@ WEIGHT_MANT_MAX = 254  # mixed sign: 8-bit signed mantissa times 2 (even), used 
 WEIGHT_EXP_MIN, WEIGHT_EXP_MAX = -8, 7
 #: threshold mantissa limit: a quarter of the state range keeps room for u and v above threshold
 VTH_MANT_LIMIT = 1 << 15
+#: K is lowered to make the threshold mantissa exact when it has at least this many levels
+EXACT_VTH_MIN = 16
 #: "loihi" profile: threshold mantissa aimed at when the weights would leave it coarser
 VTH_MANT_TARGET = 1 << 10
 #: back-edge sources are gated (see GATE_A_IN): their threshold stays at an eighth of the range
@@ -332,6 +334,10 @@ def _quantize_plan(
                 K2_limit = min(up, key=up.get)
                 if up[K2_limit] > K:
                     K, limit = float(up[K2_limit]), K2_limit
+        if g.role == "neuron" and g.spiking and g.vth > 0 and K * g.vth / 64.0 >= EXACT_VTH_MIN:
+            # lower K a little so that the threshold is an exact mantissa: v and the threshold then
+            # share one scale exactly, and the weights lose at most 1/EXACT_VTH_MIN of their range
+            K = 64.0 * math.floor(K * g.vth / 64.0 + 1e-9) / g.vth
         du = decay_int(g.du, what, current=True)
         dv = decay_int(g.dv, what, current=False)
         if g.spiking:
