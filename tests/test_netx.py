@@ -163,7 +163,7 @@ def test_deploy_command_writes_the_network_and_the_report(tmp_path, capsys):
                  "-o", str(net), "--report", str(rep)])  # fmt: skip
     assert code == 0 and net.exists()
     text = capsys.readouterr().out
-    assert "wrote" in text and "reset_interval" in text and "vth err" in text
+    assert "wrote" in text and "reset_interval" in text and "Loihi fixed point" in text
     r = json.loads(rep.read_text())
     assert [l["node"] for l in r["quantization"]["layers"]] == ["1", "3", "6", "10", "12"]
     assert r["netx"]["layers"][1]["type"] == "conv"

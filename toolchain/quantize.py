@@ -525,7 +525,7 @@ def _tau_err(a: float, q: float) -> float:
 
 
 def report_rows(report: Dict[str, object]) -> List[List[object]]:
-    """Table rows: layer, type, K, what limited K, weight error (max, rms), decay error, threshold error, state."""
+    """Table rows: layer, type, K, what limited K, weight error (max, rms), bias, decay and threshold error, state."""
     rows = []
     for l in report["layers"]:
         if "state_fill" in l:
@@ -544,6 +544,7 @@ def report_rows(report: Dict[str, object]) -> List[List[object]]:
                 ",".join(l["scale_limited_by"]),
                 f"{100 * l['weight_max_rel_error']:.2f}%",
                 f"{100 * l['weight_rms_rel_error']:.2f}%",
+                f"{100 * l['bias_error_rel_threshold']:.2f}%",
                 f"{l['decay_max_abs_error']:.1e}" if l["decay_max_abs_error"] else "0",
                 f"{100 * l['threshold_rel_error']:.3f}%",
                 state,
@@ -553,7 +554,8 @@ def report_rows(report: Dict[str, object]) -> List[List[object]]:
 
 
 #: columns of :func:`report_rows`; weight errors relative to the largest weight of the connection,
+#: bias error: largest rounding error of the bias per step relative to the threshold,
 #: decay error: absolute error of the per-step factor, threshold error: relative,
 #: state: largest |u| or |v| seen as a fraction of the 24-bit range (with calibration data),
 #: otherwise whether the worst-case input could wrap u
-REPORT_COLUMNS = ["layer", "type", "K", "K set by", "w err max", "w err rms", "decay err", "vth err", "state"]
+REPORT_COLUMNS = ["layer", "type", "K", "K set by", "w err max", "w err rms", "bias err", "decay err", "vth err", "state"]
