@@ -77,17 +77,18 @@ def cnn_lava_vs_emulator(n, steps, rate=0.05, seed=0):
     return out
 
 
-def float_vs_fixed(program, x, labels):
+def float_vs_fixed(program, x, labels, profile="netx"):
     from simulators.backends import run
     from toolchain.records import compare_results
 
     readout = str(program.metadata.get("readout", "sum"))
     ref = run("reference", program, x)
-    emu = run("emulator", program, x)
+    emu = run("emulator", program, x, profile=profile)
     c = compare_results(ref, emu, readout)
     acc_ref = float(np.mean(ref.predictions(readout) == labels))
     acc_emu = float(np.mean(emu.predictions(readout) == labels))
     return {
+        "profile": profile,
         "samples": int(x.shape[0]),
         "steps": int(x.shape[1]),
         "accuracy_reference": acc_ref,
@@ -97,6 +98,7 @@ def float_vs_fixed(program, x, labels):
         "spike_agreement": c["spike_agreement"],
         "samples_with_identical_spikes": c["samples_with_identical_spikes"],
         "saturation": emu.info.get("saturation"),
+        "fixed_point": emu.info.get("fixed_point"),
         "emulator_seconds": emu.info["seconds"],
         "reference_seconds": ref.info["seconds"],
     }
@@ -150,9 +152,11 @@ def main(argv=None) -> int:
 
     print("3/4 float vs fixed on the whole test split ...")
     result["float_vs_fixed"] = float_vs_fixed(program, x, labels)
-    d = result["float_vs_fixed"]
-    print(f"    accuracy reference {d['accuracy_reference']:.4f}  emulator {d['accuracy_emulator']:.4f}  "
-          f"drop {d['drop_points']:.2f} points")  # fmt: skip
+    result["float_vs_fixed_loihi_profile"] = float_vs_fixed(program, x, labels, profile="loihi")
+    for key in ("float_vs_fixed", "float_vs_fixed_loihi_profile"):
+        d = result[key]
+        print(f"    [{d['profile']}] accuracy reference {d['accuracy_reference']:.4f}  emulator {d['accuracy_emulator']:.4f}  "
+              f"drop {d['drop_points']:.2f} points  prediction agreement {d['prediction_agreement']:.4f}")  # fmt: skip
 
     dts = [float(s) for s in args.dts.split(",")]
     print(f"4/4 per time step (retimed with {args.method}): reference vs emulator at dt = {dts} ...")
