@@ -10,9 +10,10 @@ Run from the repository root (takes a few minutes, most of it Lava)::
    uses (netx profile, no calibration). Spike agreement per layer and samples with identical spikes.
 2. ``cnn_sinabs.nir`` (the NIR paper's N-MNIST CNN, pooling folded into the following layers) on
    random event frames: ``lava-fixed`` vs ``emulator``.
-3. Float vs fixed: accuracy of ``reference`` (float64) and ``emulator`` on the whole demo test
-   split, and per time step: the demo retimed (method tau) to several dt, reference vs emulator,
-   each through ``toolchain.sweep.sweep`` (what ``nirdeploy sweep --backend ...`` runs).
+3. Float vs fixed: accuracy of ``reference`` (float64) and ``emulator`` (netx and loihi profiles)
+   on the whole demo test split, and per time step: the demo retimed (methods tau, integral,
+   exact) to several dt, reference vs emulator, each through ``toolchain.sweep.sweep`` (what
+   ``nirdeploy sweep --backend ...`` runs).
 
 Writes everything to ``--out`` (cited by docs/fixed-point.md).
 """
@@ -104,22 +105,21 @@ def float_vs_fixed(program, x, labels, profile="netx"):
     }
 
 
-def per_timestep(info, dts, method, workdir):
+def per_timestep(info, dts, methods, workdir):
+    """Reference and emulator accuracy per (dt, retiming method), each through toolchain.sweep.sweep."""
     from toolchain.sweep import sweep
 
-    rows = {}
+    acc = {}
     for backend in ("reference", "emulator"):
-        res = sweep(info["nir"], info["data_spec"], dts, [method], backend, os.path.join(workdir, backend), progress=False)
+        res = sweep(info["nir"], info["data_spec"], dts, methods, backend, os.path.join(workdir, backend), progress=False)
         for r in res["rows"]:
-            rows.setdefault(r["dt"], {})[backend] = r.get("accuracy")
-            if r.get("error"):
-                rows[r["dt"]][backend + "_error"] = r["error"]
-    table = []
-    for dt in sorted(rows):
-        a, b = rows[dt].get("reference"), rows[dt].get("emulator")
-        table.append({"dt": dt, "accuracy_reference": a, "accuracy_emulator": b,
-                      "drop_points": None if a is None or b is None else 100 * (a - b), **{k: v for k, v in rows[dt].items() if k.endswith("_error")}})  # fmt: skip
-    return {"method": method, "rows": table}
+            acc.setdefault((r["dt"], r["method"]), {})[backend] = r.get("accuracy")
+    rows = []
+    for (dt, method) in sorted(acc):
+        a, b = acc[(dt, method)].get("reference"), acc[(dt, method)].get("emulator")
+        rows.append({"dt": dt, "method": method, "accuracy_reference": a, "accuracy_emulator": b,
+                     "drop_points": None if a is None or b is None else 100 * (a - b)})  # fmt: skip
+    return {"methods": list(methods), "rows": rows}
 
 
 def main(argv=None) -> int:
@@ -128,7 +128,7 @@ def main(argv=None) -> int:
     ap.add_argument("--cnn-samples", type=int, default=20)
     ap.add_argument("--cnn-steps", type=int, default=100)
     ap.add_argument("--dts", default="0.0005,0.001,0.002,0.004")
-    ap.add_argument("--method", default="tau")
+    ap.add_argument("--methods", default="tau,integral,exact", help="retiming methods for the per-dt table")
     ap.add_argument("--out", default=str(REPO / "examples" / "fixed_point_evidence.json"))
     args = ap.parse_args(argv)
 
@@ -159,10 +159,11 @@ def main(argv=None) -> int:
               f"drop {d['drop_points']:.2f} points  prediction agreement {d['prediction_agreement']:.4f}")  # fmt: skip
 
     dts = [float(s) for s in args.dts.split(",")]
-    print(f"4/4 per time step (retimed with {args.method}): reference vs emulator at dt = {dts} ...")
-    result["per_timestep"] = per_timestep(info, dts, args.method, workdir)
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    print(f"4/4 per time step (retimed with {', '.join(methods)}): reference vs emulator at dt = {dts} ...")
+    result["per_timestep"] = per_timestep(info, dts, methods, workdir)
     for r in result["per_timestep"]["rows"]:
-        print(f"    dt {r['dt'] * 1e3:g} ms: reference {r['accuracy_reference']}  emulator {r['accuracy_emulator']}")
+        print(f"    dt {r['dt'] * 1e3:g} ms {r['method']:9s} reference {r['accuracy_reference']}  emulator {r['accuracy_emulator']}")
 
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as f:
