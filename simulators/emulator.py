@@ -337,6 +337,7 @@ if HAVE_NUMBA:
             s = np.zeros(n, np.uint8)
             acc = np.zeros(n, wT.dtype)
             racc = np.zeros(n, wrecT.dtype)
+            ain = np.zeros(n, np.int64)
             m_u = 0
             m_v = 0
             n_w = 0
@@ -373,7 +374,7 @@ if HAVE_NUMBA:
                         if s[jj]:
                             for i in range(n):
                                 racc[i] += wrecT[jj, i]
-                for i in range(n):
+                for i in range(n):  # port values (loop-invariant branches)
                     p = np.int64(acc[i])
                     if graded:
                         p = _w32(p)
@@ -387,49 +388,37 @@ if HAVE_NUMBA:
                         else:
                             p = p >> (-e)
                         p = _w32(p)
-                    ain = p
                     if has_rec:
                         r = np.int64(racc[i])
                         if e_rec > 0:
                             r = r << e_rec
                         else:
                             r = r >> (-e_rec)
-                        ain += _w32(r)
-                    ain = _w32(ain)
-                    act = _w32(ain << 6)
-                    dc = _w32(_tdiv(u[i] * fu) + act)  # |decayed u| <= |u| < 2^31: its int32 cast is exact
-                    if dc > M:
-                        uu = dc - 2 * M
-                        n_w += 1
-                    elif dc <= -M:
-                        uu = dc + 2 * M
-                        n_w += 1
-                    else:
-                        uu = dc
+                        p += _w32(r)
+                    ain[i] = _w32(p)
+                for i in range(n):  # the LIF update, branch-free so that it vectorizes
+                    act = _w32(ain[i] << 6)
+                    pu = u[i] * fu
+                    dc = _w32(((pu + ((pu >> 63) & 4095)) >> 12) + act)  # trunc toward zero, then int32
+                    hi = dc > M
+                    lo = dc <= -M
+                    uu = dc - hi * (2 * M) + lo * (2 * M)
+                    n_w += hi | lo
+                    m_u = max(m_u, abs(dc))
                     u[i] = uu
-                    adc = dc if dc >= 0 else -dc
-                    if adc > m_u:
-                        m_u = adc
-                    vn = _w32(_tdiv(v[i] * fv) + uu + bias[i])
-                    avn = vn if vn >= 0 else -vn
-                    if avn > m_v:
-                        m_v = avn
-                    vv = vn
-                    if vv > M - 1:
-                        vv = M - 1
-                        n_s += 1
-                    elif vv < -M + 1:
-                        vv = -M + 1
-                        n_s += 1
-                    if vv > vth64:
-                        s[i] = 1
-                        vv = 0
-                    else:
-                        s[i] = 0
+                    pv = v[i] * fv
+                    vn = _w32(((pv + ((pv >> 63) & 4095)) >> 12) + uu + bias[i])
+                    m_v = max(m_v, abs(vn))
+                    vc = min(max(vn, -M + 1), M - 1)
+                    n_s += vc != vn
+                    spk = vc > vth64
+                    s[i] = spk
+                    vv = vc * (1 - spk)
                     v[i] = vv
-                    zb[k, i] = s[i] != 0
-                    if record_v:
-                        vout[b, k, i] = vv
+                    zb[k, i] = spk
+                if record_v:
+                    for i in range(n):
+                        vout[b, k, i] = v[i]
             st[b, 0] = m_u
             st[b, 1] = m_v
             st[b, 2] = n_w
