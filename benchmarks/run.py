@@ -5,9 +5,9 @@ samples of the demo test split:
 
 * Lava (``Loihi2SimCfg(select_tag="fixed_pt")``, ``simulators/lava_fixed.py``): start-up cost
   (quantize, plan, build the processes, compile, start the runtime) and steady-state samples and
-  time steps per second, from the time stamps of one-sample chunks;
+  time steps per second, from the time stamps of chunks of five samples (one RunSteps call each);
 * the emulator (``simulators/emulator.py``) on those samples (its spikes must equal Lava's, bit for
-  bit) and on the whole test split, and on the split repeated to 4x its size;
+  bit), on the whole test split and on the split repeated ``--repeat`` times (best of three);
 * the ratio of the two throughputs;
 * the emulator's synaptic operations per second (events x fan-out: what it computes) and the
   dense-equivalent multiply-accumulates per second, next to this machine's measured float32
@@ -67,7 +67,7 @@ def synaptic_ops(fx, x: np.ndarray, spikes: Dict[str, np.ndarray]) -> Dict[str, 
     return {"events_x_fanout": events, "dense_macs": dense}
 
 
-def run(lava_samples: int = 20, repeat: int = 4, out: str = "benchmarks/results.json") -> Dict[str, Any]:
+def run(lava_samples: int = 40, repeat: int = 20, out: str = "benchmarks/results.json") -> Dict[str, Any]:
     from benchmarks import demo_setup, machine
     from simulators.emulator import check_integer_inputs, emulate, run_emulator
     from simulators.lava_fixed import run_lava_fixed
@@ -85,7 +85,7 @@ def run(lava_samples: int = 20, repeat: int = 4, out: str = "benchmarks/results.
     # --- Lava, one-sample chunks: start-up and steady state from the chunk time stamps
     stamps = []
     t0 = time.perf_counter()
-    lava = run_lava_fixed(program, xl, progress=False, quant=fx, chunk=T,
+    lava = run_lava_fixed(program, xl, progress=False, quant=fx, chunk=5 * T,
                           on_chunk=lambda done, total: stamps.append((time.perf_counter(), done)))  # fmt: skip
     t_lava = time.perf_counter() - t0
     (ta, da), (tb, db) = stamps[0], stamps[-1]
@@ -123,7 +123,7 @@ def run(lava_samples: int = 20, repeat: int = 4, out: str = "benchmarks/results.
 
     t_all, out_all = best_of(xi_all)
     xi_rep = np.concatenate([xi_all] * repeat)
-    t_rep, _ = best_of(xi_rep, reps=2)
+    t_rep, _ = best_of(xi_rep, reps=3)
     emu_res = {
         "same_samples": {"samples": len(xl), "seconds": t_emu_l, "steps_per_s": len(xl) * T / t_emu_l,
                          "spike_mismatches_vs_lava": mism, "spike_agreement": agree},  # fmt: skip
@@ -202,8 +202,8 @@ def markdown(r: Dict[str, Any]) -> str:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--lava-samples", type=int, default=20, help="samples to run on Lava (default 20)")
-    ap.add_argument("--repeat", type=int, default=4, help="the emulator also runs the test split repeated this often")
+    ap.add_argument("--lava-samples", type=int, default=40, help="samples to run on Lava (default 40)")
+    ap.add_argument("--repeat", type=int, default=20, help="the emulator also runs the test split repeated this often")
     ap.add_argument("--out", default="benchmarks/results.json")
     args = ap.parse_args(argv)
     run(args.lava_samples, args.repeat, args.out)

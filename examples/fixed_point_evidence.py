@@ -9,7 +9,8 @@ Run from the repository root (takes a few minutes, most of it Lava)::
    ``emulator``, both with the quantization ``nirdeploy compare --backends lava-fixed,emulator``
    uses (netx profile, no calibration). Spike agreement per layer and samples with identical spikes.
 2. ``cnn_sinabs.nir`` (the NIR paper's N-MNIST CNN, pooling folded into the following layers) on
-   random event frames: ``lava-fixed`` vs ``emulator``.
+   random event frames: ``lava-fixed`` vs ``emulator``; and the demo's netx artifact (written by
+   ``nirdeploy deploy``) run by lava-dl netx against the emulator, layer by layer.
 3. Float vs fixed: accuracy of ``reference`` (float64) and ``emulator`` (netx and loihi profiles)
    on the whole demo test split, and per time step: the demo retimed (methods tau, integral,
    exact) to several dt, reference vs emulator, each through ``toolchain.sweep.sweep`` (what
@@ -78,6 +79,29 @@ def cnn_lava_vs_emulator(n, steps, rate=0.05, seed=0):
     return out
 
 
+def demo_netx_vs_emulator(info, x, n, workdir):
+    """``nirdeploy deploy`` of the demo, run with lava-dl netx, against the emulator, layer by layer."""
+    from exporters.nir_to_netx import run_netx
+    from simulators.emulator import check_integer_inputs, emulate
+    from toolchain.commands.deploy import deploy
+
+    path = os.path.join(workdir, "demo.net")
+    fx, desc = deploy(info["nir"], path)
+    xs = x[:n]
+    t0 = time.perf_counter()
+    net = run_netx(path, xs)
+    t1 = time.perf_counter()
+    emu = emulate(fx, check_integer_inputs(fx.program, xs))
+    layers = []
+    for i, l in enumerate(l for l in desc["layers"] if l["type"] not in ("input", "flatten")):
+        z = emu["spikes"][fx.node_groups[l["node"]][0]]  # dense layers: NIR order in both
+        a = net["spikes"][i]
+        layers.append({"node": l["node"], "type": l["type"], "spikes_netx": int(a.sum()), "spikes_emulator": int(z.sum()),
+                       "mismatches": int((a != z).sum())})  # fmt: skip
+    return {"samples": int(xs.shape[0]), "steps": int(xs.shape[1]), "layers": layers, "netx_seconds": t1 - t0,
+            "network": net["network"], "identical": all(l["mismatches"] == 0 for l in layers)}  # fmt: skip
+
+
 def float_vs_fixed(program, x, labels, profile="netx"):
     from simulators.backends import run
     from toolchain.records import compare_results
@@ -126,6 +150,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--lava-samples", type=int, default=300)
     ap.add_argument("--cnn-samples", type=int, default=20)
+    ap.add_argument("--netx-samples", type=int, default=50)
     ap.add_argument("--cnn-steps", type=int, default=100)
     ap.add_argument("--dts", default="0.0005,0.001,0.002,0.004")
     ap.add_argument("--methods", default="tau,integral,exact", help="retiming methods for the per-dt table")
@@ -149,6 +174,10 @@ def main(argv=None) -> int:
     result["cnn_lava_vs_emulator"] = cnn_lava_vs_emulator(args.cnn_samples, args.cnn_steps)
     d = result["cnn_lava_vs_emulator"]
     print(f"    spike_agreement {d['spike_agreement']}  identical samples {d['samples_with_identical_spikes']}/{d['samples']}")
+
+    print(f"2b  the demo's netx artifact (nirdeploy deploy) in lava-dl netx vs the emulator on {args.netx_samples} samples ...")
+    result["demo_netx_vs_emulator"] = demo_netx_vs_emulator(info, x, args.netx_samples, workdir)
+    print(f"    identical: {result['demo_netx_vs_emulator']['identical']}  {result['demo_netx_vs_emulator']['layers']}")
 
     print("3/4 float vs fixed on the whole test split ...")
     result["float_vs_fixed"] = float_vs_fixed(program, x, labels)
