@@ -96,6 +96,10 @@ def machine() -> Dict[str, Any]:
         pass
     out["cores"] = os.cpu_count()
     try:
+        out["load_average_1_5_15_min"] = [round(v, 2) for v in os.getloadavg()]  # other work on the machine
+    except OSError:  # pragma: no cover
+        pass
+    try:
         with open("/proc/meminfo") as f:
             kb = int(f.readline().split()[1])
         out["ram_gb"] = round(kb / 2**20, 1)
