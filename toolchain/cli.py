@@ -130,6 +130,19 @@ def _print_record(rec, console):
     console.print(
         _table("spikes per layer", ["layer", "type", "neurons", "spikes/sample", "rate/step"], _layer_rows(rec))
     )
+    tot = (rec.get("metrics") or {}).get("totals") or {}
+    if tot.get("Effective_ACs") is not None:
+        console.print(
+            f"synaptic operations per sample: Effective_ACs {tot['Effective_ACs']:.4g}, "
+            f"Effective_MACs {tot.get('Effective_MACs', 0):.4g}, Dense {tot.get('Dense', 0):.4g}"
+        )
+    energy = rec.get("energy") or {}
+    for m in energy.get("models", [])[:1]:
+        console.print(
+            f"energy per inference ({m['name']}, an estimate: see docs/metrics-and-energy.md): "
+            f"{m['total_j'] * 1e6:.4g} uJ (dynamic {m['dynamic_j'] * 1e6:.3g}, static {m['static_j'] * 1e6:.3g}); "
+            "`nirdeploy report` shows every model and layer"
+        )
 
 
 # --------------------------------------------------------------------------- commands
@@ -394,6 +407,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     except KeyboardInterrupt:
         print("nirdeploy: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # output piped into `head` and the like
+        try:
+            sys.stdout = open(os.devnull, "w")
+        except OSError:
+            pass
+        return 0
 
 
 if __name__ == "__main__":  # pragma: no cover
