@@ -55,8 +55,7 @@ class EventDataset:
         channels: int64 ``[n_events]``, flat (C-order) index into ``input_shape``.
         sample_ptr: int64 ``[n_samples + 1]``, CSR offsets: sample ``i`` owns events
             ``sample_ptr[i]:sample_ptr[i+1]``.
-        labels: int64 ``[n_samples]``, class index per sample. (Per-time-step targets are a
-            planned extension; they would live next to ``labels``.)
+        labels: int64 ``[n_samples]``, class index per sample.
         input_shape: shape of one time step of the binned input, e.g. ``(40,)`` or ``(2, 34, 34)``.
         duration: seconds per sample; the default number of bins at ``dt`` is
             ``ceil(duration / dt)``.
@@ -64,6 +63,10 @@ class EventDataset:
         classes: class names, ``classes[label]``.
         name: short name of the dataset (shown in run records).
         meta: free-form provenance, ``str -> str | float``.
+        images: optional float32 ``[n_samples, H, W]`` in [0, 1]: the static image each sample's
+            events were made from (event digits: for static-to-event transfer), or None.
+        targets: optional int64 ``[n_samples, H, W]``: dense per-pixel targets (segmentation:
+            0 = background, 1 + class for an object's pixels), or None.
     """
 
     times: np.ndarray
@@ -76,6 +79,8 @@ class EventDataset:
     classes: List[str] = field(default_factory=list)
     name: str = ""
     meta: Dict[str, MetaValue] = field(default_factory=dict)
+    images: Optional[np.ndarray] = None
+    targets: Optional[np.ndarray] = None
 
     def __post_init__(self):
         self.times = np.ascontiguousarray(self.times, dtype=np.float64).reshape(-1)
@@ -91,6 +96,10 @@ class EventDataset:
         self.classes = [str(c) for c in self.classes]
         self.name = str(self.name)
         self.meta = {str(k): (v if isinstance(v, str) else float(v)) for k, v in dict(self.meta).items()}
+        if self.images is not None:
+            self.images = np.ascontiguousarray(self.images, dtype=np.float32)
+        if self.targets is not None:
+            self.targets = np.ascontiguousarray(self.targets, dtype=np.int64)
         self.validate()
 
     # ------------------------------------------------------------------ checks
@@ -126,6 +135,14 @@ class EventDataset:
                 raise NirDeployError(f"{who}: event values must be finite")
         if self.labels.size and self.classes and (self.labels.min() < 0 or self.labels.max() >= len(self.classes)):
             raise NirDeployError(f"{who}: labels must lie in [0, {len(self.classes)}) (one per class name)")
+        for key in ("images", "targets"):
+            a = getattr(self, key)
+            if a is not None and (a.ndim < 2 or a.shape[0] != len(self)):
+                raise NirDeployError(
+                    f"{who}: {key} must be an array [n_samples = {len(self)}, H, W], got shape {a.shape}"
+                )
+        if self.images is not None and self.images.size and not np.all(np.isfinite(self.images)):
+            raise NirDeployError(f"{who}: images must be finite")
 
     # ------------------------------------------------------------------ basics
     def __len__(self) -> int:
@@ -185,6 +202,8 @@ class EventDataset:
             classes=list(self.classes),
             name=self.name,
             meta=dict(self.meta),
+            images=None if self.images is None else self.images[idx],
+            targets=None if self.targets is None else self.targets[idx],
         )
 
     def sample_index(self) -> np.ndarray:
@@ -283,7 +302,7 @@ class EventDataset:
 
 
 # ---------------------------------------------------------------------- HDF5 I/O
-_ARRAYS = ("times", "channels", "values", "sample_ptr", "labels")
+_ARRAYS = ("times", "channels", "values", "sample_ptr", "labels", "images", "targets")
 
 
 def _write(g, ds: EventDataset) -> None:
@@ -305,6 +324,13 @@ def _write(g, ds: EventDataset) -> None:
         g.create_dataset("values", data=ds.values, **big(ds.values))
     g.create_dataset("sample_ptr", data=ds.sample_ptr, **big(ds.sample_ptr))
     g.create_dataset("labels", data=ds.labels, **big(ds.labels))
+    if ds.images is not None:
+        g.create_dataset("images", data=ds.images, **big(ds.images))
+    if ds.targets is not None:
+        t = ds.targets
+        lo, hi = (int(t.min()), int(t.max())) if t.size else (0, 0)
+        tdtype = np.min_scalar_type(hi) if lo >= 0 else np.result_type(np.min_scalar_type(lo), np.min_scalar_type(hi))
+        g.create_dataset("targets", data=t.astype(tdtype), **big(t))
 
 
 def _attr(a) -> Any:
@@ -347,6 +373,8 @@ def _read_nirdeploy(g, path: str) -> EventDataset:
         classes=classes,
         name=name or os.path.splitext(os.path.basename(path))[0],
         meta=meta,
+        images=arrays.get("images"),
+        targets=arrays.get("targets"),
     )
 
 
@@ -390,6 +418,11 @@ def _read_shd(f, path: str, input_shape: Optional[Sequence[int]] = None) -> Even
         classes = [_attr(k) if not isinstance(k, str) else k for k in f["extra/keys"][()]]
         classes = [c.decode("utf8") if isinstance(c, bytes) else str(c) for c in classes]
     max_unit = int(units.max()) if units.size else 0
+    # optional root attributes (a nirdeploy extension; SHD and SSC do not carry them)
+    n_ch_attr = _attr(f.attrs.get("n_channels")) if "n_channels" in f.attrs else None
+    dur_attr = _attr(f.attrs.get("duration")) if "duration" in f.attrs else None
+    if input_shape is None and n_ch_attr is not None and int(n_ch_attr) > max_unit:
+        input_shape = (int(n_ch_attr),)
     if input_shape is None:
         # SHD and SSC come from a 700-channel cochlea model and ship class names in extra/keys
         n_ch = SHD_CHANNELS if classes and max_unit < SHD_CHANNELS else max_unit + 1
@@ -399,6 +432,8 @@ def _read_shd(f, path: str, input_shape: Optional[Sequence[int]] = None) -> Even
     t_max = float(times.max()) if times.size else 0.0
     # whole milliseconds strictly above the last event, so that ceil(duration/dt) bins hold it
     duration = (math.floor(t_max * 1e3 + 1e-6) + 1) * 1e-3
+    if dur_attr is not None and float(dur_attr) > t_max:
+        duration = float(dur_attr)
     return _build(
         path,
         times=times,
