@@ -1,10 +1,26 @@
-"""Event data: continuous-timestamp datasets, their HDF5 files and the embedded default task.
+"""Event data: continuous-timestamp datasets, their HDF5 files, generated and real datasets.
 
-``open_dataset(spec)`` is what the command line's ``--data`` goes through:
+``open_dataset(spec)`` is what the command line's ``--data`` goes through. Without a split,
+every named dataset gives its test split:
 
 * ``"default"`` / ``"default:test"``: the shipped chirp task, test split (``"default:train"``);
+* ``"digits"`` / ``"digits:train"``: event digits (N-MNIST recipe on scikit-learn's 8x8 digits,
+  16x16 DVS events, 100 ms; 1500 train / 300 test, seed 0), generated once and cached in
+  ``~/.cache/nirdeploy`` (``toolchain.data.digits``);
+* ``"digits-seg"`` / ``"digits-seg:train"``: one or two digits on a 32x32 canvas with per-pixel
+  masks in ``targets`` (1000 train / 200 test), cached likewise;
+* ``"spoken-digits"`` / ``"spoken-digits:train"`` (``:all``): the shipped SHD-layout spoken
+  digits (espeak-ng voices through a cochlea model; test = held-out speakers,
+  ``toolchain.data.speech``);
+* ``"tonic:NAME:ROOT"`` / ``"tonic:NAME:ROOT:train"``: a real dataset (SHD, NMNIST,
+  DVSGesture, CIFAR10DVS) read with tonic from files under ROOT, never downloaded
+  (``toolchain.data.tonic_loaders``);
 * ``"file.h5"``: a nirdeploy event file or an SHD-layout file;
 * ``"file.h5:split"``: one split of a nirdeploy event file holding several.
+
+Generators: ``make_event_digits``, ``make_segmentation_digits``, ``make_temporal_task``,
+``synthesize_spoken_digits`` (needs espeak-ng); loaders: ``load``, ``load_default``,
+``load_spoken_digits``, ``load_tonic``.
 """
 
 from __future__ import annotations
@@ -12,9 +28,26 @@ from __future__ import annotations
 import os
 from typing import Optional
 
+from toolchain.errors import NirDeployError
+
 from .events import FORMAT, VERSION, EventDataset, EventSample, load
 
 _SYNTHETIC = ("DEFAULT_FILE", "generate_default", "load_default", "make_temporal_task")
+_LAZY = {
+    "make_event_digits": "digits",
+    "make_segmentation_digits": "digits",
+    "synthesize_spoken_digits": "speech",
+    "load_spoken_digits": "speech",
+    "SPOKEN_FILE": "speech",
+    "load_tonic": "tonic_loaders",
+}
+#: named datasets of open_dataset and their splits (the first is the default)
+NAMED_SPLITS = {
+    "default": ("test", "train"),
+    "digits": ("test", "train"),
+    "digits-seg": ("test", "train"),
+    "spoken-digits": ("test", "train", "all"),
+}
 
 __all__ = [
     "EventDataset",
@@ -27,6 +60,12 @@ __all__ = [
     "load_default",
     "make_temporal_task",
     "generate_default",
+    "make_event_digits",
+    "make_segmentation_digits",
+    "synthesize_spoken_digits",
+    "load_spoken_digits",
+    "SPOKEN_FILE",
+    "load_tonic",
 ]
 
 
@@ -36,17 +75,39 @@ def __getattr__(name):
         from . import synthetic
 
         return getattr(synthetic, name)
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def open_dataset(spec: str) -> EventDataset:
     """The dataset named by ``spec`` (see the module docstring)."""
     spec = str(spec)
-    if spec == "default" or spec.startswith("default:"):
-        split = spec.partition(":")[2] or "test"
-        from .synthetic import load_default
+    head, _, tail = spec.partition(":")
+    if head in NAMED_SPLITS and not os.path.exists(spec):
+        splits = NAMED_SPLITS[head]
+        split = tail or splits[0]
+        if head == "default":
+            from .synthetic import load_default
 
-        return load_default(split)
+            return load_default(split)  # says which splits there are
+        if split not in splits:
+            raise NirDeployError(f"the {head} data has the splits {', '.join(splits)}, not {split!r}")
+        if head == "digits":
+            from .digits import load_digits_split
+
+            return load_digits_split(split)
+        if head == "digits-seg":
+            from .digits import load_segmentation_split
+
+            return load_segmentation_split(split)
+        from .speech import load_spoken_digits
+
+        return load_spoken_digits(split)
+    if head == "tonic" and not os.path.exists(spec):
+        return _open_tonic(tail)
     split: Optional[str] = None
     path = spec
     if not os.path.exists(spec) and ":" in spec:
@@ -54,3 +115,17 @@ def open_dataset(spec: str) -> EventDataset:
         if tail and "/" not in tail and "\\" not in tail:
             path, split = head, tail
     return load(path, split=split)
+
+
+def _open_tonic(rest: str) -> EventDataset:
+    """``NAME:ROOT[:split]`` -> load_tonic (split defaults to test, like the other named data)."""
+    from .tonic_loaders import load_tonic
+
+    name, _, root = rest.partition(":")
+    if not name or not root:
+        raise NirDeployError("a tonic dataset is named tonic:NAME:ROOT[:split], e.g. tonic:NMNIST:~/data:test")
+    split = "test"
+    r, _, last = root.rpartition(":")
+    if r and last in ("train", "test", "all"):
+        root, split = r, last
+    return load_tonic(name, root, split=split)
