@@ -18,6 +18,12 @@ import numpy as np
 from toolchain.errors import NirDeployError
 
 
+DATA_HELP = (
+    "event dataset: a .h5 file (nirdeploy or SHD layout; FILE:split for one split), default, digits, "
+    "digits-seg, spoken-digits (add :train for the training split) or tonic:NAME:ROOT"
+)
+
+
 # --------------------------------------------------------------------------- helpers
 def _console():
     from rich.console import Console
@@ -106,11 +112,17 @@ def load_inputs(args, program) -> Dict[str, Any]:
             f"shape mismatch: dataset {ds.name!r} has input shape {tuple(ds.input_shape)}, the graph takes {want}"
         )
     x, info = ds.bin_with_info(dt)
-    return {
+    out = {
         "x": x.reshape((x.shape[0], x.shape[1]) + want),
         "labels": ds.labels,
         "data": {"dataset": ds.name, "source": args.data, **info},
     }
+    # segmentation data: per-pixel masks (0 = background, 1 + class), scored by mean IoU
+    targets = getattr(ds, "targets", None)
+    if targets is not None:
+        out["targets"] = targets
+        out["class_names"] = ["background"] + list(ds.classes)
+    return out
 
 
 def _readout(program, args=None) -> str:
@@ -126,6 +138,8 @@ def _print_record(rec, console):
     head = f"backend {rec['backend']}  dt {rec['dt']:g} s  samples {rec['samples']}  steps {rec['n_steps']}"
     if rec.get("accuracy") is not None:
         head += f"  accuracy {rec['accuracy']:.4f}"
+    if (rec.get("segmentation") or {}).get("mean_iou") is not None:
+        head += f"  mean IoU {rec['segmentation']['mean_iou']:.4f} (host-side {rec['segmentation']['upsampling']} upsampling)"
     console.print(head)
     console.print(
         _table("spikes per layer", ["layer", "type", "neurons", "spikes/sample", "rate/step"], _layer_rows(rec))
@@ -251,7 +265,8 @@ def cmd_simulate(args) -> int:
     res = _simulate(args, args.backend, program, inputs, record_v=bool(args.trace))
     readout = _readout(program, args)
     rec = run_record(
-        res, program, labels=inputs["labels"], readout=readout, model=args.model, data=inputs["data"], inputs=inputs["x"]
+        res, program, labels=inputs["labels"], readout=readout, model=args.model, data=inputs["data"], inputs=inputs["x"],
+        targets=inputs.get("targets"), class_names=inputs.get("class_names"),
     )
     if args.trace:
         arrays = {}
@@ -271,17 +286,22 @@ def cmd_simulate(args) -> int:
     return 0
 
 
-def compare_backends(program, x, labels, backends, readout="sum", progress=True, model=None, data=None):
+def compare_backends(program, x, labels, backends, readout="sum", progress=True, model=None, data=None, targets=None, class_names=None):
     from simulators.backends import run
     from toolchain.records import compare_results, run_record
 
     results = [run(b, program, x, progress=progress) for b in backends]
     cmp = compare_results(results[0], results[1], readout)
     records = {
-        r.backend: run_record(r, program, labels=labels, readout=readout, model=model, data=data, inputs=x) for r in results
+        r.backend: run_record(
+            r, program, labels=labels, readout=readout, model=model, data=data, inputs=x, targets=targets, class_names=class_names
+        )
+        for r in results
     }
-    if labels is not None:
+    if labels is not None and targets is None:
         cmp["accuracy"] = {b: records[b]["accuracy"] for b in backends}
+    if targets is not None:  # segmentation
+        cmp["mean_iou"] = {b: records[b]["segmentation"]["mean_iou"] for b in backends}
     return cmp, records
 
 
@@ -294,7 +314,8 @@ def cmd_compare(args) -> int:
     graph, program = load_program(args.model, args.dt, args.scheme, args.input_convention, getattr(args, "method", None))
     inputs = load_inputs(args, program)
     cmp, records = compare_backends(
-        program, inputs["x"], inputs["labels"], backends, _readout(program, args), not args.quiet, args.model, inputs["data"]
+        program, inputs["x"], inputs["labels"], backends, _readout(program, args), not args.quiet, args.model, inputs["data"],
+        targets=inputs.get("targets"), class_names=inputs.get("class_names"),
     )
     cmp["model"] = args.model
     cmp["dt"] = program.disc.dt
@@ -304,6 +325,8 @@ def cmd_compare(args) -> int:
         f"spike_agreement {cmp['spike_agreement']:.6f}  prediction_agreement {cmp['prediction_agreement']:.4f}  "
         f"samples with identical spikes {cmp['samples_with_identical_spikes']}/{cmp['samples']}"
     )
+    if cmp.get("mean_iou"):
+        console.print("mean IoU: " + ", ".join(f"{b} {v:.4f}" for b, v in cmp["mean_iou"].items()))
     rows = [[l["name"], l["spike_agreement"], l["spikes_a"], l["spikes_b"]] for l in cmp["layers"]]
     console.print(_table("per layer", ["layer", "agreement", f"spikes {backends[0]}", f"spikes {backends[1]}"], rows))
     if args.output:
@@ -356,7 +379,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("simulate", help="run a .nir graph on a backend and write a run record")
     p.add_argument("model")
     g = p.add_mutually_exclusive_group(required=True)
-    g.add_argument("--data", help="event dataset (.h5: nirdeploy or SHD layout) or 'default'")
+    g.add_argument("--data", help=DATA_HELP)
     g.add_argument("--input", help="one sample as .npy, shape [T, *input_shape], binned at dt")
     _add_disc_args(p)
     p.add_argument("--backend", choices=("reference", "lava-float", "lava-fixed", "emulator"), default="reference")
@@ -369,7 +392,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("compare", help="run two backends on the same data and measure their agreement")
     p.add_argument("model")
-    p.add_argument("--data", required=True)
+    p.add_argument("--data", required=True, help=DATA_HELP)
     p.add_argument("--backends", default="reference,lava-float", help="two backends, e.g. reference,lava-float")
     _add_disc_args(p)
     p.add_argument("--samples", type=int)

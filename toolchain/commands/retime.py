@@ -79,7 +79,9 @@ def register(sub) -> None:
 
     p = sub.add_parser("sweep", help="accuracy and spikes over target timesteps x retiming methods")
     p.add_argument("model")
-    p.add_argument("--data", required=True, help="event dataset (.h5) or 'default'")
+    from toolchain.cli import DATA_HELP
+
+    p.add_argument("--data", required=True, help=DATA_HELP)
     p.add_argument("--dt", required=True, help="comma-separated target timesteps in seconds")
     p.add_argument("--method", default="tau,integral,euler,exact", help="comma-separated: " + METHOD_HELP)
     p.add_argument("--backend", default="reference", choices=("reference", "lava-float", "lava-fixed", "emulator"))
