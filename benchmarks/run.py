@@ -151,12 +151,12 @@ def run(lava_samples: int = 40, repeat: int = 20, out: str = "benchmarks/results
     result = {
         "network": {"model": info["model"], "data": info["data"], "dt": info["dt"], "steps_per_sample": T,
                     "neurons": n_neurons, "layers": [[op.name, op.type, op.ssm.n] for op in program.neurons()]},  # fmt: skip
-        "machine": machine(),
         "lava_fixed_pt": lava_res,
         "emulator": emu_res,
         "ratio_emulator_over_lava_steady": best_rate / steady,
         "ratio_same_samples_including_lava_startup": (len(xl) * T / t_emu_l) / (len(xl) * T / t_lava),
         "synaptic": syn,
+        "machine": machine(),  # last: the load average covers the run
     }
     if out:
         with open(out, "w") as f:
@@ -169,9 +169,18 @@ def run(lava_samples: int = 40, repeat: int = 20, out: str = "benchmarks/results
 
 
 def markdown(r: Dict[str, Any]) -> str:
-    L, E, S = r["lava_fixed_pt"], r["emulator"], r["synaptic"]
+    L, E, S, M = r["lava_fixed_pt"], r["emulator"], r["synaptic"], r["machine"]
     rep = next(k for k in E if k.startswith("test_split_x"))
+    v = M.get("versions", {})
     lines = [
+        f"Machine: {M.get('Model name', '?')}, {M.get('cores')} cores ({M.get('Core(s) per socket', '?')} per socket, "
+        f"{M.get('Thread(s) per core', '?')} thread per core{', ' + M['Hypervisor vendor'] + ' VM' if M.get('Hypervisor vendor') else ''}), "
+        f"{M.get('ram_gb')} GB RAM, L2 {M.get('L2 cache', '?')}, L3 {M.get('L3 cache', '?')}; "
+        f"load average at the end of the run {M.get('load_average_1_5_15_min')} (1, 5, 15 min); "
+        f"lava-nc {v.get('lava-nc')}, lava-dl {v.get('lava-dl')}, torch {v.get('torch')}, numba {v.get('numba')} "
+        f"({M.get('numba_threads')} threads, {M.get('numba_threading_layer')}).",
+        f"Network: {r['network']['model']}, {r['network']['neurons']} neurons, {r['network']['steps_per_sample']} steps per sample.",
+        "",
         "| | samples | samples/s | time steps/s | notes |",
         "|---|---:|---:|---:|---|",
         f"| Lava fixed_pt (steady state) | {L['samples']} | {L['steady_samples_per_s']:.2f} | {L['steady_steps_per_s']:.0f} | "
