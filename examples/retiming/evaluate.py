@@ -202,7 +202,9 @@ def plot(results: Dict, source_dt: float, path: str) -> None:
             v = [c["accuracy"] for c in cells if c["source_dt"] == source_dt and c["target_dt"] == dt and c["method"] == m and c["accuracy"] is not None]
             means.append(100 * np.mean(v) if v else np.nan)
             stds.append(100 * np.std(v) if v else np.nan)
-        ax.errorbar(rhos, means, yerr=stds, marker="o", capsize=3, label={"tau": "tau (reference)", "none": "none (no adaptation)"}.get(m, m))
+        style = {"euler": dict(ls=":", marker="x", ms=9), "exact": dict(ls="-", marker="o")}.get(m, dict(marker="o"))
+        label = {"tau": "tau (reference)", "none": "none (no adaptation)", "euler": "euler (= exact here)"}.get(m, m)
+        ax.errorbar(rhos, means, yerr=stds, capsize=3, label=label, **style)
     om = [100 * np.mean([oracle[(dt, s)] for s in seeds]) for dt in dts]
     ax.plot(rhos, om, "k--", marker="s", label="oracle (trained at dt_T)")
     ax.set_xscale("log", base=2)
