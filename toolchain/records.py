@@ -52,6 +52,8 @@ def run_record(
     metrics: bool = True,
     energy_models=None,
     raster_events: int = 5000,
+    targets=None,
+    class_names: Optional[Sequence[str]] = None,
 ) -> Dict[str, Any]:
     """The run record of ``result``.
 
@@ -60,8 +62,18 @@ def run_record(
     ``energy`` (the default energy models, or ``energy_models``: names or TOML files) and
     ``raster`` (spike events of sample 0). ``inputs`` (the simulated input
     [samples, steps, ...]) lets the connections that read the input count their operations.
+
+    ``targets`` (per-pixel masks ``[samples, H, W]``) make it a segmentation record: a
+    ``segmentation`` section (mean IoU, per-class IoU, pixel accuracy; toolchain/segmentation.py)
+    instead of the image-level ``accuracy`` and ``predictions``.
     """
-    preds = result.predictions(readout)
+    seg = None
+    if targets is not None:  # segmentation: the output is a per-pixel score map
+        from toolchain.segmentation import segmentation_section
+
+        seg = segmentation_section(result.output(), targets, readout, class_names=class_names)
+        labels = None  # an image-level label is not what a per-pixel output predicts
+    preds = result.predictions(readout) if seg is None else None
     rec: Dict[str, Any] = {
         "nirdeploy": __version__,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -71,8 +83,12 @@ def run_record(
         "samples": int(result.n_samples),
         "n_steps": int(result.n_steps),
         "readout": readout,
-        "predictions": [int(p) for p in preds],
     }
+    if preds is not None:
+        rec["predictions"] = [int(p) for p in preds]
+    if seg is not None:
+        rec["metric"] = "mean_iou"
+        rec["segmentation"] = seg
     if labels is not None:
         labels = np.asarray(labels)
         rec["labels"] = [int(x) for x in labels]

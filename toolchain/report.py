@@ -21,6 +21,7 @@ from .errors import NirDeployError
 
 SECTION_TITLES = {
     "summary": "Summary",
+    "segmentation": "Segmentation (mean IoU)",
     "sweep": "Timestep sweep",
     "metrics": "Activity per layer",
     "synops": "Synaptic operations (NeuroBench)",
@@ -135,6 +136,18 @@ def run_tables(rec: dict) -> Dict[str, List[Tuple[str, List[str], List[List[str]
     if rec.get("metrics_error"):
         summ.append(["metrics error", rec["metrics_error"]])
     t["summary"] = [("Run", ["quantity", "value"], [[a, str(b)] for a, b in summ])]
+    sg = rec.get("segmentation")
+    if sg:  # segmentation run (toolchain/segmentation.py): per-pixel output scored by IoU
+        t["summary"][0][2].insert(6, ["mean IoU", _f(sg.get("mean_iou"))])
+        rows = [
+            ["mean IoU", _f(sg.get("mean_iou"))],
+            ["pixel accuracy", _f(sg.get("pixel_accuracy"))],
+            ["output resolution (chip)", " x ".join(str(d) for d in sg.get("output_resolution", []))],
+            ["mask resolution", " x ".join(str(d) for d in sg.get("mask_resolution", []))],
+            ["upsampling", f"{sg.get('upsampling')}: {sg.get('upsampling_note')}"],
+        ]
+        per = [[k, _f(v)] for k, v in (sg.get("iou_per_class") or {}).items()]
+        t["segmentation"] = [("Segmentation", ["quantity", "value"], rows), ("IoU per class", ["class", "IoU"], per)]
     if m:
         rows = []
         for l in m["layers"]:
@@ -396,7 +409,7 @@ def build_report(
     if sweep:
         imgs = plot_sweep(sweep)
         sections.append(("sweep", [sweep_table(sweep)], list(imgs.items())))
-    for sid in ("metrics", "synops", "energy", "ann", "resources"):
+    for sid in ("segmentation", "metrics", "synops", "energy", "ann", "resources"):
         if sid in tabs:
             sections.append((sid, tabs[sid], []))
     if rec:
@@ -488,7 +501,7 @@ def print_summary(result: Dict[str, object], console=None) -> None:
     rec = result.get("record")
     if rec:
         tabs = run_tables(rec)
-        for sid in ("summary", "metrics", "synops", "energy", "ann", "resources"):
+        for sid in ("summary", "segmentation", "metrics", "synops", "energy", "ann", "resources"):
             for ttl, cols, rows in tabs.get(sid, []):
                 if sid == "synops" and ttl == "Static metrics":
                     continue
