@@ -1,0 +1,81 @@
+"""Deploy the spiking DeepLab checkpoint and write ``examples/segmentation/results.json``.
+
+    python -m examples.segmentation.evaluate              # everything below (~30 min on 2 busy cores)
+    python -m examples.segmentation.evaluate --skip-sweep --lava-samples 10
+
+The steps of examples/resnet/evaluate.py (``evaluate_family``), scored by mean IoU: export;
+the torch model on the 200 test samples; ``nirdeploy simulate --backend reference`` (its run
+record holds the ``segmentation`` section: mean IoU, per-class IoU, pixel accuracy, and the
+note that the upsampling runs on the host after the chip's output); ``nirdeploy compare
+--backends reference,lava-float --samples N``; fixed point (the emulator, else lava-fixed on a
+subset); ``nirdeploy report``; and the timestep sweep on the first ``--sweep-samples`` test
+samples:
+
+* ``nirdeploy sweep`` (spikes, energy and the report's plots per dt and method). Its table's
+  ``accuracy`` column is the image-level argmax over the whole score map, which means nothing
+  for segmentation: ``toolchain/sweep.py`` does not pass the dataset's targets to the run
+  records yet;
+* so the mean IoU of every (dt, method) cell comes from
+  ``nirdeploy simulate --dt DT --method M --samples N`` (whose record has the segmentation
+  section), one command per cell.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from typing import Any, Dict, List
+
+import torch
+
+from examples.resnet.evaluate import REPO, evaluate_family, read, run_cmd
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def miou_cells(samples: int):
+    def cells(nir_path, data, dts, methods, work, log, force, rows: List[Dict[str, Any]]):
+        os.makedirs(os.path.join(work, "sweep_miou"), exist_ok=True)
+        for r in rows:
+            p = os.path.join(work, "sweep_miou", f"dt{r['dt']:g}_{r['method']}.json")
+            status = run_cmd(["simulate", nir_path, "--data", data, "--dt", f"{r['dt']:g}", "--method", r["method"],
+                              "--samples", str(samples), "--backend", "reference", "-q", "-o", p], log, p, force, check=False)
+            if status == 0 and os.path.exists(p):
+                r["mean_iou"] = read(p)["segmentation"]["mean_iou"]
+        return rows
+
+    return cells
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--checkpoint", default=os.path.join(HERE, "checkpoint.pt"))
+    ap.add_argument("--work", default=os.path.join(REPO, "runs", "segmentation"))
+    ap.add_argument("--out", default=os.path.join(HERE, "results.json"))
+    ap.add_argument("--lava-samples", type=int, default=20)
+    ap.add_argument("--fixed-samples", type=int, default=10, help="samples for lava-fixed if the emulator cannot run")
+    ap.add_argument("--sweep-samples", type=int, default=40)
+    ap.add_argument("--skip-sweep", action="store_true")
+    ap.add_argument("--force", action="store_true", help="run every step again")
+    args = ap.parse_args(argv)
+    dt = float(torch.load(args.checkpoint, map_location="cpu", weights_only=True)["dt"])
+    evaluate_family(
+        "segmentation (spiking DeepLab: dilated convolutions, ASPP, per-pixel LI readout; segmentation digits)",
+        "mean_iou",
+        "examples.segmentation.model:build_model",
+        args.checkpoint,
+        "digits-seg",
+        args.work,
+        args.out,
+        lava_samples=args.lava_samples,
+        fixed_samples=args.fixed_samples,
+        sweep_dts=() if args.skip_sweep else tuple(round(r * dt, 9) for r in (0.5, 1.0, 2.0)),
+        sweep_samples=args.sweep_samples,
+        sweep_cells=miou_cells(args.sweep_samples),
+        force=args.force,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
