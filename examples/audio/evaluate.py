@@ -3,7 +3,7 @@
     python -m examples.audio.evaluate                         # export, backends, report, sweep
     python -m examples.audio.evaluate --lava-samples 10 --skip-sweep
 
-The same steps as examples/transfer/evaluate.py (``evaluate_family``: export, torch, reference,
+The steps of examples/deploy.py (``evaluate_family``: export, torch, reference,
 reference vs lava-float on a subset, fixed-point emulator, report), then
 
     nirdeploy sweep model.nir --data spoken-digits --dt 0.25x..4x of the training dt \\
@@ -21,7 +21,7 @@ import os
 
 import torch
 
-from examples.transfer.evaluate import REPO, evaluate_family
+from examples.deploy import REPO, evaluate_family
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RHOS = (0.25, 0.5, 1.0, 2.0, 4.0)
@@ -40,6 +40,7 @@ def main(argv=None) -> int:
     dt = float(torch.load(args.checkpoint, map_location="cpu", weights_only=True)["dt"])
     evaluate_family(
         "audio (SHD-style spoken digits, feed-forward LIFBox)",
+        "accuracy",
         "examples.audio.model:build_model",
         args.checkpoint,
         "spoken-digits",
@@ -47,6 +48,7 @@ def main(argv=None) -> int:
         args.out,
         lava_samples=args.lava_samples,
         sweep_dts=() if args.skip_sweep else tuple(round(r * dt, 9) for r in RHOS),
+        sweep_methods=("tau", "integral", "exact", "euler", "none"),
         sweep_workers=args.workers,
         force=args.force,
     )

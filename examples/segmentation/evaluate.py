@@ -3,7 +3,7 @@
     python -m examples.segmentation.evaluate              # everything below (~30 min on 2 busy cores)
     python -m examples.segmentation.evaluate --skip-sweep --lava-samples 10
 
-The steps of examples/resnet/evaluate.py (``evaluate_family``), scored by mean IoU: export;
+The steps of examples/deploy.py (``evaluate_family``), scored by mean IoU: export;
 the torch model on the 200 test samples; ``nirdeploy simulate --backend reference`` (its run
 record holds the ``segmentation`` section: mean IoU, per-class IoU, pixel accuracy, and the
 note that the upsampling runs on the host after the chip's output); ``nirdeploy compare
@@ -28,7 +28,7 @@ from typing import Any, Dict, List
 
 import torch
 
-from examples.resnet.evaluate import REPO, evaluate_family, read, run_cmd
+from examples.deploy import REPO, evaluate_family, read, run_cmd
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
