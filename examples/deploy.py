@@ -28,7 +28,7 @@ import shlex
 import subprocess
 import sys
 import time
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
@@ -120,7 +120,6 @@ def evaluate_family(
     sweep_dts: Sequence[float] = (),
     sweep_methods: Sequence[str] = ("none", "tau", "integral", "exact"),
     sweep_samples: Optional[int] = None,
-    sweep_cells: Optional[Callable[..., List[Dict[str, Any]]]] = None,
     sweep_workers: int = 1,
     force: bool = False,
     extra: Optional[Dict[str, Any]] = None,
@@ -184,14 +183,10 @@ def evaluate_family(
         rows = []
         for r in read(os.path.join(sweep_dir, "sweep.json"))["rows"]:
             rec = r.get("record") or {}
-            # (the sweep scores image-level accuracy only; other metrics come from sweep_cells)
-            rows.append({"dt": r["dt"], "rho": r["rho"], "method": r["method"],
-                         metric: r.get("accuracy") if metric == "accuracy" else None,
+            rows.append({"dt": r["dt"], "rho": r["rho"], "method": r["method"], metric: r.get(metric),
                          "spikes_per_sample": r.get("spikes_per_sample"),
                          "energy_per_inference_j": energy_of(rec).get("total_j") if rec else None,
                          **({"error": r["error"]} if r.get("error") else {})})
-        if sweep_cells is not None:  # the metric per cell when the sweep cannot compute it itself
-            rows = sweep_cells(nir_path, data, sweep_dts, sweep_methods, work, log, force, rows)
         sweep = {"backend": "reference", "source_dt": float(ck["dt"]), "methods": list(sweep_methods),
                  "n_samples": min(sweep_samples or ref["samples"], ref["samples"]),
                  "rows": sorted(rows, key=lambda r: (r["dt"], r["method"]))}

@@ -231,6 +231,19 @@ def test_segmentation_record_cli_and_report(tmp_path):
     assert "segmentation" in out["sections"]
     html = (tmp_path / "report.html").read_text()
     assert "mean IoU" in html and "runs on the host after the chip" in html
+    # a sweep on segmentation data scores every cell by mean IoU (its csv, plot and report too)
+    sw = tmp_path / "sweep"
+    assert main(["sweep", str(nir_path), "--data", str(h5), "--dt", "2e-3,4e-3", "--method", "integral",
+                 "--backend", "reference", "--workers", "1", "-q", "-o", str(sw)]) == 0
+    res = json.loads((sw / "sweep.json").read_text())
+    assert res["metric"] == "mean_iou"
+    at_source = [r for r in res["rows"] if r["dt"] == 2e-3][0]
+    assert at_source["mean_iou"] == pytest.approx(s["mean_iou"])  # rho = 1 is the identity
+    assert all(0.0 <= r["mean_iou"] <= 1.0 and r["accuracy"] is None for r in res["rows"])
+    assert (sw / "sweep.csv").read_text().splitlines()[0].split(",")[3] == "mean_iou"
+    assert (sw / "mean_iou_vs_dt.png").exists()
+    build_report(str(sw), str(tmp_path / "sweep.html"))
+    assert "mean IoU" in (tmp_path / "sweep.html").read_text()
 
 
 # --------------------------------------------------------------------------- Lava

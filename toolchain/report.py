@@ -236,16 +236,17 @@ def _eff_total(tot: dict):
 
 
 def sweep_table(sweep: dict):
+    metric = sweep.get("metric", "accuracy")
     rows = []
     for r in sorted(sweep["rows"], key=lambda r: (str(r.get("method")), float(r.get("dt") or 0))):
         rec = r.get("record") or {}
         e = default_energy(rec) if rec else None
         rows.append([
-            _f(float(r["dt"]) * 1e3) + " ms", _f(r.get("rho")), str(r.get("method")), _f(r.get("accuracy")),
+            _f(float(r["dt"]) * 1e3) + " ms", _f(r.get("rho")), str(r.get("method")), _f(r.get(metric)),
             _f(r.get("spikes_per_sample")), _f(_eff_total((rec.get("metrics") or {}).get("totals", {}))),
             _joules(e["total_j"]) if e else "n/a", r.get("error", "") or "",
         ])
-    return ("Sweep", ["dt", "rho", "method", "accuracy", "spikes/inference", "synops/inference", "energy/inference", "error"], rows)
+    return ("Sweep", ["dt", "rho", "method", metric.replace("_", " "), "spikes/inference", "synops/inference", "energy/inference", "error"], rows)
 
 
 # --------------------------------------------------------------------------- plots
@@ -317,6 +318,7 @@ def plot_raster(rec: dict) -> Optional[bytes]:
 
 def plot_sweep(sweep: dict) -> Dict[str, bytes]:
     plt = _plt()
+    metric = sweep.get("metric", "accuracy")
     rows = [r for r in sweep["rows"] if r.get("dt") is not None]
     methods = sorted({str(r.get("method")) for r in rows})
 
@@ -339,7 +341,7 @@ def plot_sweep(sweep: dict) -> Dict[str, bytes]:
 
     figs = {}
     for key, fn, ylabel in (
-        ("sweep_accuracy", lambda r: r.get("accuracy"), "accuracy"),
+        ("sweep_accuracy", lambda r: r.get(metric), metric.replace("_", " ")),
         ("sweep_spikes", lambda r: r.get("spikes_per_sample"), "spikes per inference"),
         ("sweep_energy", energy_of, "energy per inference (uJ)"),
     ):

@@ -64,11 +64,14 @@ def run_cell(
     x = x.reshape((x.shape[0], x.shape[1]) + tuple(program.input_shape))
     res = run(backend, program, x, progress=False)
     readout = str(graph_metadata(graph).get("readout", "sum"))
+    targets = getattr(ds, "targets", None)  # per-pixel masks: a segmentation task, scored by mean IoU
     rec = run_record(
         res,
         program,
         labels=ds.labels,
         readout=readout,
+        targets=targets,
+        class_names=None if targets is None else ["background"] + list(ds.classes),
         model=model_path,
         data={"dataset": ds.name, "source": data, **info},
         inputs=x,
@@ -82,8 +85,16 @@ def run_cell(
         "spikes_per_sample": rec["total_spikes_per_sample"],
         "record": rec,
     }
+    if targets is not None:
+        row["metric"] = "mean_iou"
+        row["mean_iou"] = rec["segmentation"]["mean_iou"]
     write_json(row, os.path.join(out_dir, "cells", cell.key + ".json"))
     return row
+
+
+def metric_of(rows: Sequence[Dict]) -> str:
+    """``accuracy`` (classification) or ``mean_iou`` (segmentation: rows carry ``mean_iou``)."""
+    return "mean_iou" if any(r.get("metric") == "mean_iou" for r in rows) else "accuracy"
 
 
 def _failed_row(cell: Cell, src_dt: float, message: str) -> Dict:
@@ -158,6 +169,7 @@ def sweep(
         bar.close()
     ordered = [rows[c.key] for c in cells]
     result = {
+        "metric": metric_of(ordered),
         "model": model_path,
         "data": data,
         "backend": backend,
@@ -187,9 +199,10 @@ def write_sweep(result: Dict, out_dir: str) -> None:
     write_json(result, os.path.join(out_dir, "sweep.json"))
     with open(os.path.join(out_dir, "sweep.csv"), "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["dt", "rho", "method", "accuracy", "spikes_per_sample", "error"])
+        metric = result.get("metric", "accuracy")
+        w.writerow(["dt", "rho", "method", metric, "spikes_per_sample", "error"])
         for r in result["rows"]:
-            w.writerow([r["dt"], r["rho"], r["method"], r.get("accuracy"), r.get("spikes_per_sample"), r.get("error", "")])
+            w.writerow([r["dt"], r["rho"], r["method"], r.get(metric), r.get("spikes_per_sample"), r.get("error", "")])
     plot_sweep(result, out_dir)
 
 
@@ -199,11 +212,12 @@ def plot_sweep(result: Dict, out_dir: str) -> List[str]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = [r for r in result["rows"] if r.get("accuracy") is not None]
+    metric = result.get("metric", "accuracy")
+    rows = [r for r in result["rows"] if r.get(metric) is not None]
     methods = list(dict.fromkeys(r["method"] for r in result["rows"]))
     paths = []
     for key, ylabel, fname in (
-        ("accuracy", "accuracy", "accuracy_vs_dt.png"),
+        (metric, metric.replace("_", " "), f"{metric}_vs_dt.png"),
         ("spikes_per_sample", "spikes per sample", "spikes_vs_dt.png"),
     ):
         fig, ax = plt.subplots(figsize=(6, 4))

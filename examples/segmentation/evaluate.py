@@ -8,43 +8,20 @@ the torch model on the 200 test samples; ``nirdeploy simulate --backend referenc
 record holds the ``segmentation`` section: mean IoU, per-class IoU, pixel accuracy, and the
 note that the upsampling runs on the host after the chip's output); ``nirdeploy compare
 --backends reference,lava-float --samples N``; fixed point (the emulator, else lava-fixed on a
-subset); ``nirdeploy report``; and the timestep sweep on the first ``--sweep-samples`` test
-samples:
-
-* ``nirdeploy sweep`` (spikes, energy and the report's plots per dt and method). Its table's
-  ``accuracy`` column is the image-level argmax over the whole score map, which means nothing
-  for segmentation: ``toolchain/sweep.py`` does not pass the dataset's targets to the run
-  records yet;
-* so the mean IoU of every (dt, method) cell comes from
-  ``nirdeploy simulate --dt DT --method M --samples N`` (whose record has the segmentation
-  section), one command per cell.
+subset); ``nirdeploy report``; and ``nirdeploy sweep`` on the first ``--sweep-samples`` test
+samples (every cell's run record has the segmentation section; the sweep table and plot show
+mean IoU per dt and method).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-from typing import Any, Dict, List
-
 import torch
 
-from examples.deploy import REPO, evaluate_family, read, run_cmd
+from examples.deploy import REPO, evaluate_family
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-
-
-def miou_cells(samples: int):
-    def cells(nir_path, data, dts, methods, work, log, force, rows: List[Dict[str, Any]]):
-        os.makedirs(os.path.join(work, "sweep_miou"), exist_ok=True)
-        for r in rows:
-            p = os.path.join(work, "sweep_miou", f"dt{r['dt']:g}_{r['method']}.json")
-            status = run_cmd(["simulate", nir_path, "--data", data, "--dt", f"{r['dt']:g}", "--method", r["method"],
-                              "--samples", str(samples), "--backend", "reference", "-q", "-o", p], log, p, force, check=False)
-            if status == 0 and os.path.exists(p):
-                r["mean_iou"] = read(p)["segmentation"]["mean_iou"]
-        return rows
-
-    return cells
 
 
 def main(argv=None) -> int:
@@ -71,7 +48,6 @@ def main(argv=None) -> int:
         fixed_samples=args.fixed_samples,
         sweep_dts=() if args.skip_sweep else tuple(round(r * dt, 9) for r in (0.5, 1.0, 2.0)),
         sweep_samples=args.sweep_samples,
-        sweep_cells=miou_cells(args.sweep_samples),
         force=args.force,
     )
     return 0

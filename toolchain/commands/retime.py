@@ -54,15 +54,16 @@ def cmd_sweep(args) -> int:
         samples=args.samples, workers=args.workers, progress=not args.quiet, source=source,
     )
     rows = []
+    metric = res.get("metric", "accuracy")
     for r in res["rows"]:
         rows.append([f"{r['dt'] * 1e3:g} ms", f"{r['rho']:g}", r["method"],
-                     "" if r.get("accuracy") is None else r["accuracy"],
+                     "" if r.get(metric) is None else r[metric],
                      "" if r.get("spikes_per_sample") is None else r["spikes_per_sample"],
                      r.get("error", "")[:60]])
     if not args.quiet:
         _console().print(_table(f"sweep on {args.backend} (trained at dt={res['source_dt'] * 1e3:g} ms)",
-                                ["dt", "rho", "method", "accuracy", "spikes/sample", "note"], rows))
-    print(f"wrote {args.output}/sweep.json, sweep.csv, accuracy_vs_dt.png, spikes_vs_dt.png")
+                                ["dt", "rho", "method", metric.replace("_", " "), "spikes/sample", "note"], rows))
+    print(f"wrote {args.output}/sweep.json, sweep.csv, {metric}_vs_dt.png, spikes_vs_dt.png")
     return 0
 
 
