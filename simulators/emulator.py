@@ -159,7 +159,8 @@ class _Conn:
         else:
             self.W = W
             self.row_abs = float(np.abs(W).reshape(W.shape[0], -1).sum(axis=1).max(initial=0))
-            self.k_torch = np.ascontiguousarray(W[:, ::-1, ::-1, :].transpose(0, 3, 2, 1))  # (C_out, C_in/g, H, W)
+            # (C_out, C_in/g, H, W); a copy, not ascontiguousarray: a 1x1 kernel would keep its negative strides
+            self.k_torch = W[:, ::-1, ::-1, :].transpose(0, 3, 2, 1).copy(order="C")
             X, Y, C = c.conv["input_shape"]
             self.nir_in = (C, Y, X)
             n_src = fx.plan.inputs[base].idx.size if self.is_input else fx.groups[base].n

@@ -139,7 +139,8 @@ def recurrent():
 
 
 def convolutions():
-    """Input 2x10x12 -> Conv2d (stride, dilation, groups) -> IF -> SumPool2d -> Conv2d -> IF (pool folded into the conv)."""
+    """Input 2x10x12 -> Conv2d (stride, dilation, groups) -> IF -> SumPool2d -> Conv2d -> IF (pool folded into the
+    conv) -> 1x1 Conv2d (a ResNet shortcut's kernel: its flipped copy once kept negative strides) -> IF."""
     rng = np.random.default_rng(8)
 
     def conv(cin, cout, k, stride=1, padding=0, dilation=1, groups=1):
@@ -154,11 +155,13 @@ def convolutions():
         "pool": nir.SumPool2d(kernel_size=np.array([2, 2]), stride=np.array([2, 2]), padding=np.array([0, 0])),
         "c2": conv(4, 4, (3, 3), padding=1),
         "if2": nir.IF(r=np.full(1, 1.5), v_threshold=np.ones(1)),
+        "c3": conv(4, 3, (1, 1)),
+        "if3": nir.IF(r=np.ones(1), v_threshold=np.ones(1)),
         "flat": nir.Flatten(input_type=None, start_dim=0, end_dim=-1),
-        "output": _out(4 * 4 * 3),
+        "output": _out(3 * 4 * 3),
     }
-    edges = [("input", "c1"), ("c1", "if1"), ("if1", "pool"), ("pool", "c2"), ("c2", "if2"), ("if2", "flat"),
-             ("flat", "output")]  # fmt: skip
+    edges = [("input", "c1"), ("c1", "if1"), ("if1", "pool"), ("pool", "c2"), ("c2", "if2"), ("if2", "c3"),
+             ("c3", "if3"), ("if3", "flat"), ("flat", "output")]  # fmt: skip
     return lower(make_graph(nodes, edges), Discretization(dt=1e-3, input_convention="impulse"))
 
 
@@ -226,7 +229,8 @@ def test_profiles_and_structures_are_covered(runs):
     assert runs["residual"][3].info["relays"] == 1 and runs["recurrent"][3].info["padding"] == 1
     conv = runs["convolutions"]
     assert "pool" not in conv[2].program.ops  # folded into c2: Lava runs two Conv processes
-    assert sorted(conv[3].info["conns"].values()) == ["conv", "conv"]
+    assert sorted(conv[3].info["conns"].values()) == ["conv", "conv", "conv"]
+    assert conv[4].spikes["if3"].any()  # the 1x1 conv's layer is active: its bit-exact comparison means something
     assert len(runs["feedforward"][2].node_groups["lif1"]) == 3
 
 
