@@ -46,6 +46,14 @@ def load_factory(spec: str) -> Callable[..., torch.nn.Module]:
     return obj
 
 
+def save_checkpoint(model: torch.nn.Module, info: Dict[str, Any], path: str) -> None:
+    """Write ``{"state_dict": ..., **info}``: tensors and plain Python values only, so that
+    :func:`load_checkpoint` reads it back with ``torch.load(weights_only=True)``; ``info`` holds what
+    the export needs (``dt``, ``model_kwargs``, ``readout``) and what the training recorded."""
+    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    torch.save({"state_dict": state, **info}, path)
+
+
 def load_checkpoint(path: str) -> Tuple[Dict[str, torch.Tensor], Dict[str, Any]]:
     """(state_dict, extra) from a checkpoint file, never executing code stored in it."""
     if not os.path.exists(path):

@@ -63,7 +63,6 @@ def _what(program, node) -> str:
 def netx_layers(fx: FixedNetwork) -> List[Dict[str, object]]:
     """The netx layer list of ``fx`` (dicts of datasets), or UnsupportedNodeError naming the node."""
     prog = fx.program
-    plan = fx.plan
     for name in prog.order:
         op = prog.ops[name]
         if op.type in ("SumPool2d", "AvgPool2d"):

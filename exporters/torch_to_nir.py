@@ -37,9 +37,9 @@ import torch
 
 from toolchain import __version__ as NIRDEPLOY_VERSION
 from toolchain.errors import NirDeployError, UnsupportedNodeError
-from toolchain.graph import Discretization, graph_metadata, make_graph, node_type
+from toolchain.graph import Discretization, graph_metadata, make_graph
 from toolchain.passes.broadcast import broadcast_params
-from toolchain.passes.fold_batchnorm import BatchNorm, batchnorm_node, fold_batchnorm
+from toolchain.passes.fold_batchnorm import batchnorm_node, fold_batchnorm
 from toolchain.program import lower
 
 from .layers import SumPool2d

@@ -8,7 +8,7 @@ float64 by default so that the only rounding is far below any threshold decision
 
 from __future__ import annotations
 
-from typing import Dict, Iterable, Optional
+from typing import Dict
 
 import numpy as np
 import torch

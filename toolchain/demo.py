@@ -22,8 +22,6 @@ DEMO_CHECKPOINT = REPO / "examples" / "temporal" / "checkpoint.pt"
 def run_demo(out: str, lava_samples: int = 32, quiet: bool = False) -> dict:
     import sys
 
-    import torch
-
     from exporters.checkpoint import build_model
     from exporters.torch_run import run_torch
     from exporters.torch_to_nir import export_model

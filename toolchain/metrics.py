@@ -32,8 +32,7 @@ See docs/metrics-and-energy.md for every definition and formula.
 from __future__ import annotations
 
 import copy
-import math
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional
 
 import numpy as np
 import torch

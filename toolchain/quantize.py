@@ -431,7 +431,6 @@ def build_report(fx: FixedNetwork, stats: Optional[Dict[str, dict]] = None, x=No
     x_max = float(np.max(np.abs(x))) if x is not None and np.size(x) else None
     layers = []
     for node, keys in fx.node_groups.items():
-        dt = prog.disc.dt
         row: Dict[str, object] = {"node": node, "type": prog.ops[node].type, "groups": len(keys)}
         gs = [fx.groups[k] for k in keys]
         row["scale"] = [float(g.scale) for g in gs]

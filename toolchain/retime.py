@@ -41,9 +41,9 @@ from typing import Dict, Tuple
 
 import numpy as np
 
-from .discretize import N_STATES, continuous_ssm, discretize, neuron_ssm
+from .discretize import N_STATES, continuous_ssm, discretize
 from .errors import NirDeployError
-from .graph import NEURON_TYPES, Discretization, discretization_of, graph_metadata, make_graph, node_type
+from .graph import Discretization, discretization_of, graph_metadata, make_graph, node_type
 from .program import lower
 
 METHODS = ("tau", "integral", "euler", "exact")

@@ -45,6 +45,7 @@ from examples.audio.model import build_model, predict
 from examples.temporal.model import run_layerwise
 from examples.temporal.train import fast_forward
 from examples.transfer.train import calibrate
+from exporters.checkpoint import save_checkpoint
 
 DEFAULTS = dict(dt=4e-3, epochs=40, batch_size=64, lr=5e-2, n_hidden=128, n_layers=2, init_std=1.0)
 
@@ -156,12 +157,6 @@ def train(
         "history": history,
     }
     return model, info
-
-
-def save_checkpoint(model, info: Dict[str, Any], path: str) -> None:
-    """Write ``{"state_dict": ..., **info}`` (tensors and plain Python values only)."""
-    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    torch.save({"state_dict": state, **info}, path)
 
 
 def main(argv=None) -> int:

@@ -35,6 +35,7 @@ import torch
 
 from examples.resnet.fast import run_steps
 from examples.resnet.model import build_model, readout
+from exporters.checkpoint import save_checkpoint
 
 DEFAULTS = dict(dt=2e-3, epochs=15, batch_size=32, lr=5e-3, n_train=1500, n_test=300, alpha=2.0, data_seed=0)
 
@@ -151,12 +152,6 @@ def train(
         "history": history,
     }
     return model.eval(), info
-
-
-def save_checkpoint(model, info: Dict[str, Any], path: str) -> None:
-    """``{"state_dict": ..., **info}``: tensors and plain Python values (torch.load(weights_only=True))."""
-    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    torch.save({"state_dict": state, **info}, path)
 
 
 def main(argv=None) -> int:

@@ -36,7 +36,8 @@ def _ckpt_path(work: str, dt: float, seed: int) -> str:
 
 
 def _train_one(dt: float, seed: int, path: str, epochs: int) -> Dict:
-    from examples.temporal.train import save_checkpoint, train
+    from examples.temporal.train import train
+    from exporters.checkpoint import save_checkpoint
 
     t0 = time.perf_counter()
     model, info = train(dt=dt, seed=seed, epochs=epochs, threads=1, log=None)

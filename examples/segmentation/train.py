@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from examples.resnet.fast import run_steps
 from examples.segmentation.model import build_model, readout, upsampling
 from toolchain import segmentation as seg
+from exporters.checkpoint import save_checkpoint
 
 DEFAULTS = dict(dt=4e-3, epochs=15, batch_size=16, lr=1e-2, n_train=1000, n_test=200, alpha=2.0, data_seed=0)
 
@@ -157,12 +158,6 @@ def train(
         "history": history,
     }
     return model.eval(), info
-
-
-def save_checkpoint(model, info: Dict[str, Any], path: str) -> None:
-    """``{"state_dict": ..., **info}``: tensors and plain Python values (torch.load(weights_only=True))."""
-    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    torch.save({"state_dict": state, **info}, path)
 
 
 def main(argv=None) -> int:

@@ -35,6 +35,7 @@ from typing import Any, Callable, Dict, Optional, Tuple
 import torch
 
 from examples.temporal.model import REFERENCE_DT, build_model, predict, readout, run_layerwise
+from exporters.checkpoint import save_checkpoint
 
 DEFAULTS = dict(epochs=60, batch_size=64, lr=2e-2, n_hidden=128)
 
@@ -217,12 +218,6 @@ def train(
         "history": history,
     }
     return model, info
-
-
-def save_checkpoint(model, info: Dict[str, Any], path: str) -> None:
-    """Write ``{"state_dict": ..., **info}`` (tensors and plain Python values only)."""
-    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    torch.save({"state_dict": state, **info}, path)
 
 
 def main(argv=None) -> int:

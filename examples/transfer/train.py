@@ -51,6 +51,7 @@ import torch.nn.functional as F
 
 from examples.temporal.train import _BoxLayer, _cell_constants
 from examples.transfer.model import build_model, predict, readout, run_layerwise
+from exporters.checkpoint import save_checkpoint
 
 DEFAULTS = dict(
     dt=1e-2, epochs=120, batch_size=32, lr=1e-2, event_fraction=0.1, domain_weight=1.0, power=3.0,
@@ -336,12 +337,6 @@ def train(
         "history": history,
     }
     return model, info
-
-
-def save_checkpoint(model, info: Dict[str, Any], path: str) -> None:
-    """Write ``{"state_dict": ..., **info}`` (tensors and plain Python values only)."""
-    state = {kk: vv.detach().clone() for kk, vv in model.state_dict().items()}
-    torch.save({"state_dict": state, **info}, path)
 
 
 def main(argv=None) -> int:

@@ -31,7 +31,6 @@ from typing import Dict, Optional, Tuple
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from toolchain.errors import NirDeployError
 from toolchain.graph import graph_metadata, make_graph, node_type, topology
@@ -156,8 +155,6 @@ def fold_pool_into_affine(pool, affine, in_shape):
 
 def fold_pooling(graph):
     """A new graph with every foldable pooling node merged into the linear node after it."""
-    import nir
-
     nodes = dict(graph.nodes)
     edges = list(graph.edges)
     changed = True
