@@ -25,9 +25,13 @@ DATA_HELP = (
 
 # --------------------------------------------------------------------------- helpers
 def _console():
+    """The terminal's width on a terminal; 120 columns into a file or pipe (logs, CI), where rich
+    would otherwise fall back to 80 and truncate the wider tables."""
+    import sys
+
     from rich.console import Console
 
-    return Console(highlight=False)
+    return Console(highlight=False, width=None if sys.stdout.isatty() else 120)
 
 
 def _table(title: str, columns: List[str], rows: List[List[Any]]):

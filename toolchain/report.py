@@ -485,10 +485,12 @@ def _markdown(title, sections, caveats, img_dir, img_rel) -> str:
 
 def print_summary(result: Dict[str, object], console=None) -> None:
     """The report's tables in the terminal (rich)."""
-    from rich.console import Console
     from rich.table import Table
 
-    console = console or Console(highlight=False)
+    if console is None:
+        from toolchain.cli import _console
+
+        console = _console()
 
     def show(ttl, cols, rows):
         t = Table(title=ttl, title_justify="left")
