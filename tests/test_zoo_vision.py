@@ -125,18 +125,6 @@ def test_training_path_is_the_per_step_arithmetic():
         assert all(z.any() for z in zs)
 
 
-def test_shipped_resnet_checkpoint_exports(tmp_path):
-    from exporters.checkpoint import build_model
-
-    path = os.path.join(EXAMPLES, "resnet", "checkpoint.pt")
-    if not os.path.exists(path):
-        pytest.skip("examples/resnet/checkpoint.pt not present")
-    m, extra = build_model("examples.resnet.model:build_model", path)
-    assert extra["test_accuracy"] > 0.85
-    x = torch.from_numpy(_events("digits", n=2).bin(extra["dt"])).double()
-    _reproduces(m, x, tmp_path)
-
-
 # --------------------------------------------------------------------------- segmentation
 def test_deeplab_structure_and_exact_reproduction(tmp_path):
     torch.manual_seed(3)
