@@ -12,7 +12,6 @@
 import json
 import os
 
-import nir
 import numpy as np
 import pytest
 import torch

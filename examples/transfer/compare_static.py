@@ -13,9 +13,10 @@ for the same number of epochs and optimizer steps (the batches run over the even
 
 Test accuracy is measured on the event test split (300 samples) with the norse model. Output
 (``--out``, default examples/transfer/compare_static): ``runs.json`` (every run, cached: an
-interrupted comparison resumes), ``table.md`` (per seed, mean +- std, paired difference; other
-settings: ``table_f<fraction>_dw<domain weight>.md``). ``--domain-weight 0`` is the ablation
-with the static images and the sliding schedule but without the CKA domain loss.
+interrupted comparison resumes), ``table_f<fraction><variant>.md`` (per seed, mean +- std, paired
+difference; the variant names the recipe settings given on the command line, see
+:func:`variant`). ``--domain-weight 0`` is the ablation with the static images and the sliding
+schedule but without the CKA domain loss.
 """
 
 from __future__ import annotations
@@ -30,31 +31,43 @@ from typing import Dict
 import numpy as np
 
 
-def _key(with_static: bool, seed: int, fraction: float, epochs: int, domain_weight: float = 1.0) -> str:
-    dw = f"_dw{domain_weight:g}" if with_static and domain_weight != 1.0 else ""  # the default keeps its old key
-    return f"{'static' if with_static else 'events'}_f{fraction:g}_e{epochs}_s{seed}{dw}"
+#: the with-static recipe's settings that a comparison can vary, with the values of the first runs
+#: (runs with these values keep their original keys)
+RECIPE = {"domain_weight": 1.0, "coef_mode": "complement", "static_ce_weight": 1.0, "full_replacement_at": 1.0}
+SHORT = {"domain_weight": "dw", "coef_mode": "cm", "static_ce_weight": "sce", "full_replacement_at": "full"}
 
 
-def _run(with_static: bool, seed: int, fraction: float, epochs: int, threads: int, domain_weight: float = 1.0) -> Dict:
+def variant(recipe: Dict) -> str:
+    """``_dw0_cmnormalized...``: the settings that differ from :data:`RECIPE` ('' for the first recipe)."""
+    return "".join(f"_{SHORT[k]}{v:g}" if isinstance(v, float) else f"_{SHORT[k]}{v}"
+                   for k, v in recipe.items() if v != RECIPE[k])
+
+
+def _key(with_static: bool, seed: int, fraction: float, epochs: int, recipe: Dict = RECIPE) -> str:
+    return f"{'static' if with_static else 'events'}_f{fraction:g}_e{epochs}_s{seed}{variant(recipe) if with_static else ''}"
+
+
+def _run(with_static: bool, seed: int, fraction: float, epochs: int, threads: int, recipe: Dict = RECIPE) -> Dict:
     from examples.transfer.train import train
 
     t0 = time.perf_counter()
     _, info = train(with_static=with_static, event_fraction=fraction, seed=seed, epochs=epochs, threads=threads, log=None,
-                    domain_weight=domain_weight)
+                    **recipe)
     keep = ("test_accuracy", "train_accuracy", "train_seconds", "optimizer_steps", "event_train_samples",
             "static_images", "coefficients_sigmoid", "epochs", "dt")
     row = {k: info[k] for k in keep}
     row.update(with_static=with_static, seed=seed, event_fraction=fraction, wall_seconds=time.perf_counter() - t0,
-               domain_weight=domain_weight if with_static else None)
+               recipe=dict(recipe) if with_static else None)
     return row
 
 
-def table(rows, fraction: float, epochs: int, domain_weight: float = 1.0) -> str:
+def table(rows, fraction: float, epochs: int, recipe: Dict = RECIPE) -> str:
     seeds = sorted({r["seed"] for r in rows})
     by = {(r["with_static"], r["seed"]): r for r in rows}
+    settings = ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in recipe.items())
     lines = [
-        f"Event digits, {fraction:g} of the event training split, {epochs} epochs, domain-loss weight "
-        f"{domain_weight:g}{' (no CKA loss: static data and the sliding schedule only)' if domain_weight == 0 else ''}; "
+        f"Event digits, {fraction:g} of the event training split, {epochs} epochs; with-static recipe: {settings}"
+        f"{' (no CKA loss: static data and the sliding schedule only)' if recipe['domain_weight'] == 0 else ''}; "
         "test accuracy (300 event samples)",
         "",
         "| seed | event samples | without static | with static | difference |",
@@ -85,8 +98,13 @@ def main(argv=None) -> int:
     ap.add_argument("--seeds", default="0,1,2,3,4")
     ap.add_argument("--event-fraction", type=float, default=0.1)
     ap.add_argument("--epochs", type=int, default=None, help="default: train.py's")
-    ap.add_argument("--domain-weight", type=float, default=1.0,
+    ap.add_argument("--domain-weight", type=float, default=RECIPE["domain_weight"],
                     help="weight of the CKA domain loss in the with-static arm (0: ablation without it)")
+    ap.add_argument("--coef-mode", choices=("complement", "normalized"), default=RECIPE["coef_mode"],
+                    help="how the learnable per-step coefficients enter (train.py)")
+    ap.add_argument("--static-ce-weight", type=float, default=RECIPE["static_ce_weight"])
+    ap.add_argument("--full-replacement-at", type=float, default=RECIPE["full_replacement_at"],
+                    help="fraction of training at which every static input is replaced by events")
     ap.add_argument("--jobs", type=int, default=2, help="runs in parallel (each uses one thread)")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "compare_static"))
     args = ap.parse_args(argv)
@@ -97,22 +115,22 @@ def main(argv=None) -> int:
     os.makedirs(args.out, exist_ok=True)
     path = os.path.join(args.out, "runs.json")
     runs = json.load(open(path)) if os.path.exists(path) else {}
-    dw = args.domain_weight
-    todo = [(w, s) for s in seeds for w in (False, True) if _key(w, s, args.event_fraction, epochs, dw) not in runs]
+    recipe = {"domain_weight": args.domain_weight, "coef_mode": args.coef_mode, "static_ce_weight": args.static_ce_weight,
+              "full_replacement_at": args.full_replacement_at}
+    todo = [(w, s) for s in seeds for w in (False, True) if _key(w, s, args.event_fraction, epochs, recipe) not in runs]
     with ProcessPoolExecutor(max(1, args.jobs)) as ex:
-        futs = {ex.submit(_run, w, s, args.event_fraction, epochs, 1, dw): (w, s) for w, s in todo}
+        futs = {ex.submit(_run, w, s, args.event_fraction, epochs, 1, recipe): (w, s) for w, s in todo}
         for f in as_completed(futs):
             w, s = futs[f]
             row = f.result()
-            runs[_key(w, s, args.event_fraction, epochs, dw)] = row
+            runs[_key(w, s, args.event_fraction, epochs, recipe)] = row
             with open(path, "w") as fh:
                 json.dump(runs, fh, indent=1)
             print(f"seed {s} {'with' if w else 'without'} static: test accuracy {row['test_accuracy']:.4f} "
                   f"({row['train_seconds']:.0f} s)", flush=True)
-    rows = [r for r in runs.values() if r["seed"] in seeds and r["event_fraction"] == args.event_fraction and r["epochs"] == epochs
-            and (not r["with_static"] or r.get("domain_weight", 1.0) == dw)]
-    text = table(rows, args.event_fraction, epochs, dw)
-    name = "table.md" if (args.event_fraction, dw) == (0.1, 1.0) else f"table_f{args.event_fraction:g}_dw{dw:g}.md"
+    rows = [runs[_key(w, s, args.event_fraction, epochs, recipe)] for s in seeds for w in (False, True)]
+    text = table(rows, args.event_fraction, epochs, recipe)
+    name = f"table_f{args.event_fraction:g}{variant(recipe)}.md"
     with open(os.path.join(args.out, name), "w") as fh:
         fh.write(text)
     print(text)

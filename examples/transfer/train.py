@@ -55,6 +55,7 @@ from exporters.checkpoint import save_checkpoint
 
 DEFAULTS = dict(
     dt=1e-2, epochs=120, batch_size=32, lr=1e-2, event_fraction=0.1, domain_weight=1.0, power=3.0,
+    coef_mode="complement", static_ce_weight=1.0, full_replacement_at=1.0,
 )
 
 
@@ -192,6 +193,9 @@ def train(
     static_encoding: str = "constant",
     learn_coefficients: bool = True,
     coef_init: float = 1.0,
+    coef_mode: str = DEFAULTS["coef_mode"],
+    static_ce_weight: float = DEFAULTS["static_ce_weight"],
+    full_replacement_at: float = DEFAULTS["full_replacement_at"],
     calib_std: float = 1.0,
     threads: Optional[int] = 2,
     log: Optional[Callable[[str], None]] = print,
@@ -270,7 +274,7 @@ def train(
                 loss = ce_t.mean()
                 parts = {"ce_event": float(loss), "ce_static": 0.0, "domain": 0.0, "p": 1.0}
             else:
-                p = replacement_probability(step, total_steps, power)
+                p = replacement_probability(step, max(1, int(round(full_replacement_at * total_steps))), power)
                 pick = torch.stack([by_class[int(c)][torch.randint(len(by_class[int(c)]), (1,), generator=gen)] for c in y]).flatten()
                 xs = static_inputs(images[pick], T, gain, static_encoding, gen)
                 replace = torch.rand(B, generator=gen) < p
@@ -279,12 +283,18 @@ def train(
                 h = h.reshape(2 * B, T, -1)
                 v_s = fast_head(static_fc, out_cell, h[:B])
                 v_e = fast_head(fc, out_cell, h[B:])
-                w = torch.sigmoid(coef)
                 dom = torch.stack([1 - torch.abs(linear_cka(feat[:B, t], feat[B:, t])) for t in range(T)])
                 ce_s = torch.stack([F.cross_entropy(v_s[:, t], y) for t in range(T)]).mean()
-                ce_e = (torch.stack([F.cross_entropy(v_e[:, t], y) for t in range(T)]) * (1 - w)).mean()
-                l_dom = (w * dom).mean()
-                loss = ce_s + ce_e + domain_weight * l_dom
+                ce_e_t = torch.stack([F.cross_entropy(v_e[:, t], y) for t in range(T)])
+                if coef_mode == "complement":  # sigmoid(c_t) on the domain loss, 1 - sigmoid(c_t) on the event CE
+                    w = torch.sigmoid(coef)
+                    ce_e = (ce_e_t * (1 - w)).mean()
+                    l_dom = (w * dom).mean()
+                else:  # "normalized": event CE unweighted; domain loss weighted per step by T * softmax(c)_t
+                    w = T * torch.softmax(coef, 0)
+                    ce_e = ce_e_t.mean()
+                    l_dom = (w * dom).mean()
+                loss = static_ce_weight * ce_s + ce_e + domain_weight * l_dom
                 parts = {"ce_event": float(ce_e), "ce_static": float(ce_s), "domain": float(l_dom), "p": p}
             opt.zero_grad()
             loss.backward()
@@ -323,6 +333,11 @@ def train(
         "domain_weight": float(domain_weight),
         "power": float(power),
         "coefficients_sigmoid": [float(v) for v in torch.sigmoid(coef.detach())],
+        "coef_mode": coef_mode,
+        "domain_step_weights": [float(v) for v in (torch.sigmoid(coef.detach()) if coef_mode == "complement"
+                                                   else T * torch.softmax(coef.detach(), 0))],
+        "static_ce_weight": float(static_ce_weight),
+        "full_replacement_at": float(full_replacement_at),
         "test_accuracy": float(test_acc),
         "train_accuracy": float(train_acc),
         "train_seconds": float(t_train),
