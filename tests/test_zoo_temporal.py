@@ -13,7 +13,7 @@ import torch
 
 from examples.audio.model import build_model as build_audio
 from examples.transfer.model import build_model as build_transfer
-from examples.transfer.train import calibrate, linear_cka, replacement_probability
+from examples.transfer.train import calibrate, linear_cka, replacement_probability, step_weights, transfer_loss
 from exporters.torch_run import run_torch
 from exporters.torch_to_nir import export_model
 from simulators.reference import simulate
@@ -137,6 +137,42 @@ def test_replacement_schedule_is_cubic_from_0_to_1():
     assert replacement_probability(10, 11, power=1.0) == 1.0
     assert replacement_probability(5, 11, power=1.0) == pytest.approx(0.5)
     assert replacement_probability(0, 1) == 1.0
+
+
+# --------------------------------------------------------------------------- transfer loss
+def _per_step(T=6, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    ce_s, ce_e, dom = (torch.rand(T, generator=g, dtype=torch.float64) + 0.1 for _ in range(3))
+    coef = torch.randn(T, generator=g, dtype=torch.float64).requires_grad_(True)
+    return ce_s, ce_e.requires_grad_(True), dom, coef
+
+
+def test_normalized_step_weights_keep_the_event_loss_and_mean_one():
+    ce_s, ce_e, dom, coef = _per_step()
+    w = step_weights(coef, "normalized")
+    assert float(w.mean()) == pytest.approx(1.0, abs=1e-12) and bool((w > 0).all())
+    loss, _, l_ce, l_dom = transfer_loss(ce_s, ce_e, dom, coef, "normalized", 0.0, 0.7)
+    assert float(loss) == pytest.approx(float(ce_e.mean() + 0.7 * (w * dom).mean()), rel=1e-12)
+    loss.backward()
+    # every step's event loss counts fully, whatever the coefficients are
+    np.testing.assert_allclose(ce_e.grad.numpy(), np.full(6, 1 / 6), rtol=1e-12)
+    # with equal domain losses the coefficients have nothing to gain: no gradient
+    ce_s, ce_e, _, coef = _per_step(seed=1)
+    loss, *_ = transfer_loss(ce_s, ce_e, torch.full((6,), 0.4, dtype=torch.float64), coef, "normalized", 0.0, 1.0)
+    loss.backward()
+    assert float(coef.grad.abs().max()) < 1e-12
+
+
+def test_complement_weights_can_switch_the_event_loss_off():
+    """The failure mode of the first reading: raising sigmoid(c_t) lowers the loss by shrinking the
+    event cross-entropy's weight 1 - sigmoid(c_t) whenever that loss exceeds the domain loss."""
+    ce_s, ce_e, dom, coef = _per_step()
+    ce_e = ce_e.detach() + 2.0  # an untrained classifier: CE ~ ln(10) > domain loss <= 1
+    loss, *_ = transfer_loss(ce_s, ce_e, dom, coef, "complement", 1.0, 1.0)
+    loss.backward()
+    assert bool((coef.grad < 0).all())  # gradient descent raises every c_t
+    with pytest.raises(ValueError, match="coef_mode"):
+        step_weights(coef, "bogus")
 
 
 # --------------------------------------------------------------------------- Lava float
