@@ -32,7 +32,8 @@ import numpy as np
 
 
 #: the with-static recipe's settings that a comparison can vary, with the values of the first runs
-#: (runs with these values keep their original keys)
+#: (our first reading of the paper; runs with these values keep their original keys). The
+#: command line's defaults are train.py's (the recipe of the authors' code).
 RECIPE = {"domain_weight": 1.0, "coef_mode": "complement", "static_ce_weight": 1.0, "full_replacement_at": 1.0}
 SHORT = {"domain_weight": "dw", "coef_mode": "cm", "static_ce_weight": "sce", "full_replacement_at": "full"}
 
@@ -98,17 +99,18 @@ def main(argv=None) -> int:
     ap.add_argument("--seeds", default="0,1,2,3,4")
     ap.add_argument("--event-fraction", type=float, default=0.1)
     ap.add_argument("--epochs", type=int, default=None, help="default: train.py's")
-    ap.add_argument("--domain-weight", type=float, default=RECIPE["domain_weight"],
+    from examples.transfer.train import COEF_MODES, DEFAULTS
+
+    ap.add_argument("--domain-weight", type=float, default=DEFAULTS["domain_weight"],
                     help="weight of the CKA domain loss in the with-static arm (0: ablation without it)")
-    ap.add_argument("--coef-mode", choices=("complement", "normalized"), default=RECIPE["coef_mode"],
-                    help="how the learnable per-step coefficients enter (train.py)")
-    ap.add_argument("--static-ce-weight", type=float, default=RECIPE["static_ce_weight"])
-    ap.add_argument("--full-replacement-at", type=float, default=RECIPE["full_replacement_at"],
+    ap.add_argument("--coef-mode", choices=COEF_MODES, default=DEFAULTS["coef_mode"],
+                    help="how the learnable per-step coefficients enter (train.py: transfer_loss)")
+    ap.add_argument("--static-ce-weight", type=float, default=DEFAULTS["static_ce_weight"])
+    ap.add_argument("--full-replacement-at", type=float, default=DEFAULTS["full_replacement_at"],
                     help="fraction of training at which every static input is replaced by events")
     ap.add_argument("--jobs", type=int, default=2, help="runs in parallel (each uses one thread)")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "compare_static"))
     args = ap.parse_args(argv)
-    from examples.transfer.train import DEFAULTS
 
     epochs = args.epochs or DEFAULTS["epochs"]
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
