@@ -117,7 +117,6 @@ def render(results: Dict[str, Optional[Dict[str, Any]]]) -> str:
 def main() -> int:
     results = {f: _load(f) for f in FAMILIES}
     block = render(results)
-    print(block)
     doc = os.path.join(REPO, "docs", "zoo.md")
     with open(doc) as f:
         text = f.read()
@@ -126,6 +125,7 @@ def main() -> int:
     a, b = text.index(BEGIN), text.index(END) + len(END)
     with open(doc, "w") as f:
         f.write(text[:a] + block + text[b:])
+    print(block)
     print(f"wrote {os.path.relpath(doc, REPO)}")
     return 0
 

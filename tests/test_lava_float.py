@@ -270,11 +270,13 @@ def test_interrupted_run_stops_lava(capsys):
 def test_ctrl_c_in_the_middle_of_a_chunk_stops_lava():
     """A real SIGINT while Lava is busy: Lava's children ignore it, the run stops cleanly."""
     prog = feedforward()
-    x = _inputs(prog, n=30, steps=100)
+    # 200 x 100 steps: long enough that the signal, 0.3 s after the first chunk, always lands in
+    # the run (with 30 samples a fast, idle machine sometimes finished first)
+    x = _inputs(prog, n=200, steps=100)
     timers = []
 
     def sigint_soon(done, total):
-        if not timers:  # the second chunk (1000 steps, about a second) is interrupted
+        if not timers:  # the second chunk (1000 steps) is interrupted
             timers.append(threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT)))
             timers[0].start()
 
