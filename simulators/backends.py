@@ -9,6 +9,9 @@ import time
 from toolchain.errors import NirDeployError
 
 BACKENDS = ("reference", "lava-float", "lava-fixed", "emulator")
+FIXED_POINT = ("lava-fixed", "emulator")
+#: Loihi fixed-point parameter sets of toolchain/quantize.py (docs/fixed-point.md)
+PROFILES = ("netx", "loihi")
 
 
 @contextlib.contextmanager
@@ -19,9 +22,17 @@ def quiet_imports():
         yield
 
 
-def run(backend: str, program, inputs, record_v: bool = False, progress: bool = False, **kw):
-    """Simulate ``inputs`` [samples, steps, *input_shape] on ``backend``; times the run."""
+def run(backend: str, program, inputs, record_v: bool = False, progress: bool = False, profile=None, **kw):
+    """Simulate ``inputs`` [samples, steps, *input_shape] on ``backend``; times the run.
+
+    ``profile`` (``netx`` or ``loihi``) picks the quantization of the fixed-point backends
+    (``lava-fixed``, ``emulator``); the floating-point backends have none and ignore it."""
     t0 = time.perf_counter()
+    if profile is not None:
+        if profile not in PROFILES:
+            raise NirDeployError(f"unknown fixed-point profile {profile!r}; choose one of {', '.join(PROFILES)}")
+        if backend in FIXED_POINT:
+            kw["profile"] = profile
     if backend == "reference":
         from simulators.reference import simulate
 

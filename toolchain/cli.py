@@ -254,10 +254,16 @@ def cmd_inspect(args) -> int:
     return 0
 
 
+def _add_profile_arg(p) -> None:
+    p.add_argument("--profile", choices=("netx", "loihi"), default="netx",
+                   help="fixed-point parameter set for lava-fixed and emulator (docs/fixed-point.md): netx, what "
+                        "`nirdeploy deploy` writes for lava-dl netx (default), or loihi, Loihi's own ranges")
+
+
 def _simulate(args, backend: str, program, inputs, record_v=False):
     from simulators.backends import run
 
-    return run(backend, program, inputs["x"], record_v=record_v, progress=not args.quiet)
+    return run(backend, program, inputs["x"], record_v=record_v, progress=not args.quiet, profile=args.profile)
 
 
 def cmd_simulate(args) -> int:
@@ -289,11 +295,12 @@ def cmd_simulate(args) -> int:
     return 0
 
 
-def compare_backends(program, x, labels, backends, readout="sum", progress=True, model=None, data=None, targets=None, class_names=None):
+def compare_backends(program, x, labels, backends, readout="sum", progress=True, model=None, data=None, targets=None,
+                     class_names=None, profile=None):
     from simulators.backends import run
     from toolchain.records import compare_results, run_record
 
-    results = [run(b, program, x, progress=progress) for b in backends]
+    results = [run(b, program, x, progress=progress, profile=profile) for b in backends]
     cmp = compare_results(results[0], results[1], readout)
     records = {
         r.backend: run_record(
@@ -318,7 +325,7 @@ def cmd_compare(args) -> int:
     inputs = load_inputs(args, program)
     cmp, records = compare_backends(
         program, inputs["x"], inputs["labels"], backends, _readout(program, args), not args.quiet, args.model, inputs["data"],
-        targets=inputs.get("targets"), class_names=inputs.get("class_names"),
+        targets=inputs.get("targets"), class_names=inputs.get("class_names"), profile=args.profile,
     )
     cmp["model"] = args.model
     cmp["dt"] = program.disc.dt
@@ -386,6 +393,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--input", help="one sample as .npy, shape [T, *input_shape], binned at dt")
     _add_disc_args(p)
     p.add_argument("--backend", choices=("reference", "lava-float", "lava-fixed", "emulator"), default="reference")
+    _add_profile_arg(p)
     p.add_argument("--samples", type=int, help="use the first N samples")
     p.add_argument("--trace", help="write spikes and v of every neuron layer for the first sample (.npz)")
     p.add_argument("--readout", choices=("sum", "max", "mean", "last"))
@@ -398,6 +406,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help=DATA_HELP)
     p.add_argument("--backends", default="reference,lava-float", help="two backends, e.g. reference,lava-float")
     _add_disc_args(p)
+    _add_profile_arg(p)
     p.add_argument("--samples", type=int)
     p.add_argument("--readout", choices=("sum", "max", "mean", "last"))
     p.add_argument("-o", "--output", help="compare record (.json)")

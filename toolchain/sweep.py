@@ -39,6 +39,7 @@ def run_cell(
     out_dir: str,
     source: Optional[dict] = None,
     threads: int = 1,
+    profile: Optional[str] = None,
 ) -> Dict:
     """Run one cell and write its record; returns the row (also used in worker processes)."""
     import torch
@@ -62,7 +63,7 @@ def run_cell(
         ds = ds.subset(np.arange(min(samples, len(ds))))
     x, info = ds.bin_with_info(cell.dt)
     x = x.reshape((x.shape[0], x.shape[1]) + tuple(program.input_shape))
-    res = run(backend, program, x, progress=False)
+    res = run(backend, program, x, progress=False, profile=profile)
     readout = str(graph_metadata(graph).get("readout", "sum"))
     targets = getattr(ds, "targets", None)  # per-pixel masks: a segmentation task, scored by mean IoU
     rec = run_record(
@@ -84,12 +85,21 @@ def run_cell(
         "accuracy": rec.get("accuracy"),
         "spikes_per_sample": rec["total_spikes_per_sample"],
         "record": rec,
+        "backend": backend,
+        "profile": _profile(backend, profile),
     }
     if targets is not None:
         row["metric"] = "mean_iou"
         row["mean_iou"] = rec["segmentation"]["mean_iou"]
     write_json(row, os.path.join(out_dir, "cells", cell.key + ".json"))
     return row
+
+
+def _profile(backend: str, profile: Optional[str]) -> Optional[str]:
+    """The fixed-point profile a cell on ``backend`` runs with (None for floating point)."""
+    from simulators.backends import FIXED_POINT
+
+    return (profile or "netx") if backend in FIXED_POINT else None
 
 
 def metric_of(rows: Sequence[Dict]) -> str:
@@ -113,6 +123,7 @@ def sweep(
     workers: Optional[int] = None,
     progress: bool = True,
     source: Optional[dict] = None,
+    profile: Optional[str] = None,
 ) -> Dict:
     from toolchain.graph import discretization_of, load_graph
     from toolchain.retime import BASELINES, METHODS
@@ -135,8 +146,11 @@ def sweep(
         if os.path.exists(path):
             try:
                 with open(path) as f:
-                    rows[c.key] = json.load(f)
-                continue
+                    row = json.load(f)
+                # a finished cell counts only if it ran what is asked now (not another backend or profile)
+                if (row.get("backend", backend), row.get("profile")) == (backend, _profile(backend, profile)):
+                    rows[c.key] = row
+                    continue
             except json.JSONDecodeError:
                 pass  # a cell interrupted while writing: run it again
         todo.append(c)
@@ -149,12 +163,13 @@ def sweep(
     if todo:
         if workers == 1:
             for c in todo:
-                rows[c.key] = _guarded(model_path, data, c, backend, samples, out_dir, source, src_dt)
+                rows[c.key] = _guarded(model_path, data, c, backend, samples, out_dir, source, src_dt, profile)
                 if bar:
                     bar.update(1)
         else:
             with ProcessPoolExecutor(max_workers=workers) as ex:
-                futs = {ex.submit(_guarded, model_path, data, c, backend, samples, out_dir, source, src_dt): c for c in todo}
+                futs = {ex.submit(_guarded, model_path, data, c, backend, samples, out_dir, source, src_dt, profile): c
+                        for c in todo}
                 try:
                     for fut in as_completed(futs):
                         c = futs[fut]
@@ -173,6 +188,7 @@ def sweep(
         "model": model_path,
         "data": data,
         "backend": backend,
+        "profile": _profile(backend, profile),
         "source_dt": src_dt,
         "samples": samples,
         "rows": ordered,
@@ -181,12 +197,13 @@ def sweep(
     return result
 
 
-def _guarded(model_path, data, cell, backend, samples, out_dir, source, src_dt):
+def _guarded(model_path, data, cell, backend, samples, out_dir, source, src_dt, profile=None):
     """A cell that cannot run (e.g. an unstable euler retime) becomes a row with its reason."""
     try:
-        return run_cell(model_path, data, cell, backend, samples, out_dir, source)
+        return run_cell(model_path, data, cell, backend, samples, out_dir, source, profile=profile)
     except NirDeployError as e:
         row = _failed_row(cell, src_dt, str(e))
+        row.update(backend=backend, profile=_profile(backend, profile))
         from toolchain.records import write_json
 
         write_json(row, os.path.join(out_dir, "cells", cell.key + ".json"))

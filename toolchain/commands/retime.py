@@ -51,7 +51,7 @@ def cmd_sweep(args) -> int:
         ).to_metadata()
     res = sweep(
         args.model, args.data, dts, methods, args.backend, args.output,
-        samples=args.samples, workers=args.workers, progress=not args.quiet, source=source,
+        samples=args.samples, workers=args.workers, progress=not args.quiet, source=source, profile=args.profile,
     )
     rows = []
     metric = res.get("metric", "accuracy")
@@ -86,6 +86,9 @@ def register(sub) -> None:
     p.add_argument("--dt", required=True, help="comma-separated target timesteps in seconds")
     p.add_argument("--method", default="tau,integral,euler,exact", help="comma-separated: " + METHOD_HELP)
     p.add_argument("--backend", default="reference", choices=("reference", "lava-float", "lava-fixed", "emulator"))
+    from toolchain.cli import _add_profile_arg
+
+    _add_profile_arg(p)
     p.add_argument("--samples", type=int)
     p.add_argument("--workers", type=int, help="parallel cells (default: number of cores)")
     p.add_argument("--source-dt", type=float, help="the graph's own dt, for graphs written by other tools")
