@@ -692,6 +692,66 @@ def new_recording(workdir: str, kind: str, index: int, n: int, total: int) -> st
     return path
 
 
+def connect_synapses(procs: Dict[str, object], conns, n_of: Dict[str, int], fixed_point: bool = False) -> None:
+    """Create a Lava Conv or Dense process for every planned connection and wire it between its
+    source's ``s_out`` and its target group's ``a_in``; ``procs`` gains them under ``conn.key``.
+
+    Floating point: the weights as they are. Fixed point (``fixed_point``, conns of
+    toolchain/quantize.py): int32 weight mantissas, the Dense weight exponent, 8-bit weights.
+    A graded (non-binary) source sends 24-bit messages.
+    """
+    from lava.proc.conv.process import Conv
+    from lava.proc.dense.process import Dense
+
+    for c in conns:
+        src, dst = procs[c.src], procs[c.dst]
+        nmb = 24 if c.graded else 0
+        weights = c.weights.astype(np.int32) if fixed_point else c.weights
+        if c.kind == "conv":
+            p = c.conv
+            conn = Conv(
+                weight=weights,
+                input_shape=p["input_shape"],
+                padding=p["padding"],
+                stride=p["stride"],
+                dilation=p["dilation"],
+                groups=p["groups"],
+                num_message_bits=nmb,
+                name=c.key,
+            )
+            src.s_out.reshape(p["input_shape"]).connect(conn.s_in)
+            conn.a_out.reshape((n_of[c.dst],)).connect(dst.a_in)
+        else:
+            fixed = dict(weight_exp=int(c.weight_exp), num_weight_bits=8) if fixed_point else {}
+            conn = Dense(weights=weights, num_message_bits=nmb, name=c.key, **fixed)
+            src.s_out.connect(conn.s_in)
+            conn.a_out.connect(dst.a_in)
+        procs[c.key] = conn
+
+
+def attach_recorders(procs: Dict[str, object], layers, workdir: str, total: int, var_model: type):
+    """Recorders for ``layers`` = iterable of ``(group key, n, record spikes, record v)``: a
+    SpikeRecorder on ``s_out`` and/or a VarRecorder of ``v`` (ProcessModel ``var_model``), each
+    writing a memory-mapped .npy in ``workdir``. Returns ``(recordings, models)`` for LavaNetwork."""
+    recordings: Dict[Tuple[str, str], str] = {}
+    models: Dict[object, type] = {}
+    for key, n, spikes, v in layers:
+        if spikes:
+            path = new_recording(workdir, "s", len(recordings), n, total)
+            rec = SpikeRecorder(shape=(n,), path=path, name=key + "~spikes")
+            procs[key].s_out.connect(rec.a_in)
+            recordings[("s", key)] = path
+            models[rec] = PySpikeRecorderModel
+            procs[key + "~spikes"] = rec
+        if v:
+            path = new_recording(workdir, "v", len(recordings), n, total)
+            rec = VarRecorder(var=procs[key].v, path=path, name=key + "~v")
+            recordings[("v", key)] = path
+            models[rec] = var_model
+            procs[key + "~v"] = rec
+    return recordings, models
+
+
 def chunk_size(total: int, max_chunks: int = MAX_CHUNKS, min_chunk: int = MIN_CHUNK) -> int:
     return int(min(total, max(min_chunk, -(-total // max_chunks))))
 

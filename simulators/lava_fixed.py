@@ -29,13 +29,12 @@ import numpy as np
 
 from simulators.lava_common import (
     LavaNetwork,
-    PySpikeRecorderModel,
-    SpikeRecorder,
     VarRecorder,
     _MemmapWriter,
+    attach_recorders,
     chunk_size,
+    connect_synapses,
     input_data,
-    new_recording,
     run_network,
     window_view,
 )
@@ -78,8 +77,6 @@ def gate_data_fixed(plan, g) -> np.ndarray:
 
 def build_fixed(fx, plan, x: np.ndarray, workdir: str, record_v: bool = False, chunk: Optional[int] = None) -> LavaNetwork:
     """Lava processes (fixed-point models) for quantized network ``fx`` laid out by ``plan``."""
-    from lava.proc.conv.process import Conv
-    from lava.proc.dense.process import Dense
     from lava.proc.io.source import RingBuffer as Source
     from lava.proc.lif.process import LIF, LIFReset
 
@@ -107,52 +104,10 @@ def build_fixed(fx, plan, x: np.ndarray, workdir: str, record_v: bool = False, c
             src = Source(data=gate_data_fixed(plan, pg))
             src.s_out.connect(procs[key].a_in)
             procs[key + "~gate"] = src
-    for c in fx.conns:
-        src, dst = procs[c.src], procs[c.dst]
-        nmb = 24 if c.graded else 0
-        if c.kind == "conv":
-            p = c.conv
-            conn = Conv(
-                weight=c.weights.astype(np.int32),
-                input_shape=p["input_shape"],
-                padding=p["padding"],
-                stride=p["stride"],
-                dilation=p["dilation"],
-                groups=p["groups"],
-                num_message_bits=nmb,
-                name=c.key,
-            )
-            src.s_out.reshape(p["input_shape"]).connect(conn.s_in)
-            conn.a_out.reshape((fx.groups[c.dst].n,)).connect(dst.a_in)
-        else:
-            conn = Dense(
-                weights=c.weights.astype(np.int32),
-                weight_exp=int(c.weight_exp),
-                num_weight_bits=8,
-                num_message_bits=nmb,
-                name=c.key,
-            )
-            src.s_out.connect(conn.s_in)
-            conn.a_out.connect(dst.a_in)
-        procs[c.key] = conn
-    recordings, models = {}, {}
-    for key, g in fx.groups.items():
-        pg = plan.groups[key]
-        if g.role != "neuron":
-            continue
-        if g.spiking:
-            path = new_recording(workdir, "s", len(recordings), g.n, total)
-            rec = SpikeRecorder(shape=(g.n,), path=path, name=key + "~spikes")
-            procs[key].s_out.connect(rec.a_in)
-            recordings[("s", key)] = path
-            models[rec] = PySpikeRecorderModel
-            procs[key + "~spikes"] = rec
-        if pg.record_v or record_v or not g.spiking:
-            path = new_recording(workdir, "v", len(recordings), g.n, total)
-            rec = VarRecorder(var=procs[key].v, path=path, name=key + "~v")
-            recordings[("v", key)] = path
-            models[rec] = PyVarRecorderFixedModel
-            procs[key + "~v"] = rec
+    connect_synapses(procs, fx.conns, {k: g.n for k, g in fx.groups.items()}, fixed_point=True)
+    layers = [(k, g.n, g.spiking, plan.groups[k].record_v or record_v or not g.spiking)
+              for k, g in fx.groups.items() if g.role == "neuron"]
+    recordings, models = attach_recorders(procs, layers, workdir, total, PyVarRecorderFixedModel)
     root = procs[next(iter(fx.groups))]
     return LavaNetwork(
         root=root, processes=procs, recordings=recordings, models=models, chunk=chunk or chunk_size(total)

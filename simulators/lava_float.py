@@ -18,11 +18,9 @@ import numpy as np
 
 from simulators.lava_common import (
     LavaNetwork,
-    PySpikeRecorderModel,
     PyVarRecorderFloatModel,
-    SpikeRecorder,
-    VarRecorder,
-    new_recording,
+    attach_recorders,
+    connect_synapses,
     LavaPlan,
     check_inputs,
     chunk_size,
@@ -42,8 +40,6 @@ def build_float(
     plan: LavaPlan, x: np.ndarray, workdir: str, record_v: bool = False, chunk: Optional[int] = None
 ) -> LavaNetwork:
     """Lava processes (float models) for ``plan`` with inputs x [N, T, n_in]; recordings go to ``workdir``."""
-    from lava.proc.conv.process import Conv
-    from lava.proc.dense.process import Dense
     from lava.proc.io.source import RingBuffer as Source
     from lava.proc.lif.process import LIF, LIFReset
 
@@ -62,45 +58,9 @@ def build_float(
             src = Source(data=gate_data(plan, g))
             src.s_out.connect(procs[key].a_in)
             procs[key + "~gate"] = src
-    for c in plan.conns:
-        src, dst = procs[c.src], procs[c.dst]
-        nmb = 24 if c.graded else 0
-        if c.kind == "conv":
-            p = c.conv
-            conn = Conv(
-                weight=c.weights,
-                input_shape=p["input_shape"],
-                padding=p["padding"],
-                stride=p["stride"],
-                dilation=p["dilation"],
-                groups=p["groups"],
-                num_message_bits=nmb,
-                name=c.key,
-            )
-            src.s_out.reshape(p["input_shape"]).connect(conn.s_in)
-            conn.a_out.reshape((plan.groups[c.dst].n,)).connect(dst.a_in)
-        else:
-            conn = Dense(weights=c.weights, num_message_bits=nmb, name=c.key)
-            src.s_out.connect(conn.s_in)
-            conn.a_out.connect(dst.a_in)
-        procs[c.key] = conn
-    recordings, models = {}, {}
-    for key, g in plan.groups.items():
-        if g.role != "neuron":
-            continue
-        if g.spiking:
-            path = new_recording(workdir, "s", len(recordings), g.n, total)
-            rec = SpikeRecorder(shape=(g.n,), path=path, name=key + "~spikes")
-            procs[key].s_out.connect(rec.a_in)
-            recordings[("s", key)] = path
-            models[rec] = PySpikeRecorderModel
-            procs[key + "~spikes"] = rec
-        if g.record_v or record_v:
-            path = new_recording(workdir, "v", len(recordings), g.n, total)
-            rec = VarRecorder(var=procs[key].v, path=path, name=key + "~v")
-            recordings[("v", key)] = path
-            models[rec] = PyVarRecorderFloatModel
-            procs[key + "~v"] = rec
+    connect_synapses(procs, plan.conns, {k: g.n for k, g in plan.groups.items()})
+    layers = [(k, g.n, g.spiking, g.record_v or record_v) for k, g in plan.groups.items() if g.role == "neuron"]
+    recordings, models = attach_recorders(procs, layers, workdir, total, PyVarRecorderFloatModel)
     root = procs[next(iter(plan.groups))]
     return LavaNetwork(
         root=root, processes=procs, recordings=recordings, models=models, chunk=chunk or chunk_size(total)
