@@ -33,7 +33,6 @@ structure carries the words; a short output time constant cannot integrate it.
 from __future__ import annotations
 
 import argparse
-import inspect
 import math
 import time
 from typing import Any, Callable, Dict, Optional, Tuple
@@ -45,6 +44,7 @@ from examples.audio.model import build_model, predict
 from examples.temporal.model import run_layerwise
 from examples.temporal.train import fast_forward
 from examples.transfer.train import calibrate
+from examples.training import factory_kwargs
 from exporters.checkpoint import save_checkpoint
 
 DEFAULTS = dict(dt=4e-3, epochs=40, batch_size=64, lr=5e-2, n_hidden=128, n_layers=2, init_std=1.0)
@@ -96,10 +96,8 @@ def train(
     train_ds, test_ds = datasets if datasets is not None else load_data()
     x_tr, y_tr = torch.from_numpy(train_ds.bin(dt)), torch.from_numpy(train_ds.labels).long()
     x_te, y_te = torch.from_numpy(test_ds.bin(dt)), torch.from_numpy(test_ds.labels).long()
-    kwargs = {k: p.default for k, p in inspect.signature(build_model).parameters.items()}
-    kwargs.update(n_in=int(x_tr.shape[-1]), n_hidden=int(n_hidden), n_layers=int(n_layers),
-                  n_out=int(train_ds.n_classes), dt=float(dt))
-    kwargs.update(model_kwargs)
+    kwargs = factory_kwargs(build_model, dict(n_in=int(x_tr.shape[-1]), n_hidden=int(n_hidden), n_layers=int(n_layers),
+                                              n_out=int(train_ds.n_classes), dt=float(dt)), model_kwargs)
     readout = readout_of(kwargs)
     torch.manual_seed(seed)
     model = build_model(**kwargs)

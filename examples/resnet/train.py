@@ -26,7 +26,6 @@ step, eval mode), i.e. the arithmetic that is exported.
 from __future__ import annotations
 
 import argparse
-import inspect
 import time
 from typing import Any, Callable, Dict, Optional, Tuple
 
@@ -35,6 +34,7 @@ import torch
 
 from examples.resnet.fast import run_steps
 from examples.resnet.model import build_model, readout
+from examples.training import factory_kwargs, fit_one_cycle
 from exporters.checkpoint import save_checkpoint
 
 DEFAULTS = dict(dt=2e-3, epochs=15, batch_size=32, lr=5e-3, n_train=1500, n_test=300, alpha=2.0, data_seed=0)
@@ -93,43 +93,31 @@ def train(
     x_te = torch.from_numpy(test_ds.bin(dt))
     y_te = torch.from_numpy(np.asarray(test_ds.labels))
     t_data = time.perf_counter() - t_data
-    kwargs = {k: p.default for k, p in inspect.signature(build_model).parameters.items()}
-    kwargs.update(input_shape=tuple(int(d) for d in train_ds.input_shape), n_classes=int(train_ds.n_classes), dt=float(dt))
-    kwargs.update(model_kwargs)
-    kwargs = {k: (list(v) if isinstance(v, tuple) else v) for k, v in kwargs.items()}
+    kwargs = factory_kwargs(
+        build_model,
+        dict(input_shape=tuple(int(d) for d in train_ds.input_shape), n_classes=int(train_ds.n_classes), dt=float(dt)),
+        model_kwargs,
+    )
     torch.manual_seed(seed)
     model = build_model(**kwargs)
-    gen = torch.Generator().manual_seed(seed)
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    steps_per_epoch = (len(x_tr) + batch_size - 1) // batch_size
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=max(1, epochs * steps_per_epoch), pct_start=0.15)
     log(
         f"training the spiking ResNet at dt = {dt * 1e3:g} ms: {len(x_tr)} train / {len(x_te)} test samples, "
         f"{x_tr.shape[1]} steps, {epochs} epochs, seed {seed} (data {t_data:.0f} s)"
     )
-    history, t_train = [], 0.0
-    for ep in range(epochs):
-        t0 = time.perf_counter()
-        model.train()
-        perm = torch.randperm(len(x_tr), generator=gen)
-        tot, seen, correct = 0.0, 0, 0
-        for i in range(0, len(perm), batch_size):
-            idx = perm[i : i + batch_size]
-            v, _ = model.forward_sequence(x_tr[idx], alpha)
-            logits = v.mean(1)
-            loss = torch.nn.functional.cross_entropy(logits, y_tr[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
-            tot += float(loss) * len(idx)
-            seen += len(idx)
-            correct += int((logits.argmax(-1) == y_tr[idx]).sum())
-        t_train += time.perf_counter() - t0
+    history = []
+
+    def batch_loss(idx):
+        v, _ = model.forward_sequence(x_tr[idx], alpha)
+        logits = v.mean(1)
+        return torch.nn.functional.cross_entropy(logits, y_tr[idx]), int((logits.argmax(-1) == y_tr[idx]).sum())
+
+    def end_epoch(ep, loss, train_acc, t_train):
         acc, spikes = evaluate(model, x_te, y_te, per_step=False)
-        history.append({"epoch": ep + 1, "loss": tot / seen, "train_accuracy": correct / seen, "test_accuracy": acc, "spikes_per_sample": spikes})
-        log(f"epoch {ep + 1:2d}/{epochs}  loss {tot / seen:.4f}  train {correct / seen:.4f}  test {acc:.4f}  "
+        history.append({"epoch": ep + 1, "loss": loss, "train_accuracy": train_acc, "test_accuracy": acc, "spikes_per_sample": spikes})
+        log(f"epoch {ep + 1:2d}/{epochs}  loss {loss:.4f}  train {train_acc:.4f}  test {acc:.4f}  "
             f"spikes/sample {spikes:.0f}  ({t_train:.0f} s)")
+
+    t_train = fit_one_cycle(model, len(x_tr), epochs, batch_size, lr, seed, batch_loss, end_epoch)
     test_acc, _ = evaluate(model, x_te, y_te, per_step=True)
     _, spikes = evaluate(model, x_te, y_te, per_step=False)
     log(f"test accuracy (per-step model, eval mode) {test_acc:.4f}, {spikes:.0f} spikes per sample")

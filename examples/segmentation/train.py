@@ -25,7 +25,6 @@ step, eval mode), through ``toolchain.segmentation`` (bilinear upsampling, argma
 from __future__ import annotations
 
 import argparse
-import inspect
 import time
 from typing import Any, Callable, Dict, Optional, Tuple
 
@@ -35,6 +34,7 @@ import torch.nn.functional as F
 
 from examples.resnet.fast import run_steps
 from examples.segmentation.model import build_model, readout, upsampling
+from examples.training import factory_kwargs, fit_one_cycle
 from toolchain import segmentation as seg
 from exporters.checkpoint import save_checkpoint
 
@@ -92,46 +92,34 @@ def train(
     t_te = np.asarray(test_ds.targets)
     t_data = time.perf_counter() - t_data
     n_classes = 1 + len(train_ds.classes)  # background + one per digit class
-    kwargs = {k: p.default for k, p in inspect.signature(build_model).parameters.items()}
-    kwargs.update(input_shape=tuple(int(d) for d in train_ds.input_shape), n_classes=n_classes, dt=float(dt))
-    kwargs.update(model_kwargs)
-    kwargs = {k: (list(v) if isinstance(v, tuple) else v) for k, v in kwargs.items()}
+    kwargs = factory_kwargs(
+        build_model, dict(input_shape=tuple(int(d) for d in train_ds.input_shape), n_classes=n_classes, dt=float(dt)),
+        model_kwargs,
+    )
     freq = np.bincount(train_ds.targets.reshape(-1), minlength=n_classes).astype(np.float64)
     w = (freq / freq.sum()).clip(1e-6) ** -0.5
     weight = torch.tensor(w / w.mean(), dtype=torch.float32)
     H, W = train_ds.targets.shape[1:]
     torch.manual_seed(seed)
     model = build_model(**kwargs)
-    gen = torch.Generator().manual_seed(seed)
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    steps_per_epoch = (len(x_tr) + batch_size - 1) // batch_size
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=max(1, epochs * steps_per_epoch), pct_start=0.15)
     log(
         f"training the spiking DeepLab at dt = {dt * 1e3:g} ms: {len(x_tr)} train / {len(x_te)} test samples, "
         f"{x_tr.shape[1]} steps, {n_classes} classes, {epochs} epochs, seed {seed} (data {t_data:.0f} s)"
     )
-    history, t_train = [], 0.0
-    for ep in range(epochs):
-        t0 = time.perf_counter()
-        model.train()
-        perm = torch.randperm(len(x_tr), generator=gen)
-        tot, seen = 0.0, 0
-        for i in range(0, len(perm), batch_size):
-            idx = perm[i : i + batch_size]
-            v, _ = model.forward_sequence(x_tr[idx], alpha)
-            logits = F.interpolate(v.mean(1), size=(H, W), mode="bilinear", align_corners=False)
-            loss = F.cross_entropy(logits, t_tr[idx], weight=weight)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
-            tot += float(loss) * len(idx)
-            seen += len(idx)
-        t_train += time.perf_counter() - t0
+    history = []
+
+    def batch_loss(idx):
+        v, _ = model.forward_sequence(x_tr[idx], alpha)
+        logits = F.interpolate(v.mean(1), size=(H, W), mode="bilinear", align_corners=False)
+        return F.cross_entropy(logits, t_tr[idx], weight=weight), 0
+
+    def end_epoch(ep, loss, _, t_train):
         m, spikes = evaluate(model, x_te, t_te, n_classes, per_step=False)
-        history.append({"epoch": ep + 1, "loss": tot / seen, "test_mean_iou": m["mean_iou"], "test_pixel_accuracy": m["pixel_accuracy"], "spikes_per_sample": spikes})
-        log(f"epoch {ep + 1:2d}/{epochs}  loss {tot / seen:.4f}  test mIoU {m['mean_iou']:.4f}  pixel acc {m['pixel_accuracy']:.4f}  "
+        history.append({"epoch": ep + 1, "loss": loss, "test_mean_iou": m["mean_iou"], "test_pixel_accuracy": m["pixel_accuracy"], "spikes_per_sample": spikes})
+        log(f"epoch {ep + 1:2d}/{epochs}  loss {loss:.4f}  test mIoU {m['mean_iou']:.4f}  pixel acc {m['pixel_accuracy']:.4f}  "
             f"spikes/sample {spikes:.0f}  ({t_train:.0f} s)")
+
+    t_train = fit_one_cycle(model, len(x_tr), epochs, batch_size, lr, seed, batch_loss, end_epoch)
     m, _ = evaluate(model, x_te, t_te, n_classes, per_step=True)
     _, spikes = evaluate(model, x_te, t_te, n_classes, per_step=False)
     log(f"test mean IoU (per-step model, eval mode) {m['mean_iou']:.4f}, pixel accuracy {m['pixel_accuracy']:.4f}, {spikes:.0f} spikes per sample")

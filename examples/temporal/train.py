@@ -27,7 +27,6 @@ How it trains (the deployed model is untouched by any of this):
 from __future__ import annotations
 
 import argparse
-import inspect
 import math
 import time
 from typing import Any, Callable, Dict, Optional, Tuple
@@ -35,6 +34,7 @@ from typing import Any, Callable, Dict, Optional, Tuple
 import torch
 
 from examples.temporal.model import REFERENCE_DT, build_model, predict, readout, run_layerwise
+from examples.training import factory_kwargs
 from exporters.checkpoint import save_checkpoint
 
 DEFAULTS = dict(epochs=60, batch_size=64, lr=2e-2, n_hidden=128)
@@ -158,9 +158,10 @@ def train(
     y_te = torch.from_numpy(test_ds.labels)
     x_tr, x_te = x_tr.reshape(x_tr.shape[0], x_tr.shape[1], -1), x_te.reshape(x_te.shape[0], x_te.shape[1], -1)
     # every argument of build_model, defaults included, so the checkpoint describes itself
-    kwargs = {k: p.default for k, p in inspect.signature(build_model).parameters.items()}
-    kwargs.update(n_in=int(x_tr.shape[-1]), n_hidden=int(n_hidden), n_out=int(train_ds.n_classes), dt=float(dt))
-    kwargs.update(model_kwargs)
+    kwargs = factory_kwargs(
+        build_model, dict(n_in=int(x_tr.shape[-1]), n_hidden=int(n_hidden), n_out=int(train_ds.n_classes), dt=float(dt)),
+        model_kwargs,
+    )
     torch.manual_seed(seed)
     model = build_model(**kwargs)
     gen = torch.Generator().manual_seed(seed)

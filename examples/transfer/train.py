@@ -49,7 +49,6 @@ SuperSpike surrogate, reset detached). Reported accuracies are measured with the
 from __future__ import annotations
 
 import argparse
-import inspect
 import math
 import time
 from typing import Any, Callable, Dict, Optional, Tuple
@@ -60,6 +59,7 @@ import torch.nn.functional as F
 
 from examples.temporal.train import _BoxLayer, _cell_constants
 from examples.transfer.model import build_model, predict, readout, run_layerwise
+from examples.training import factory_kwargs
 from exporters.checkpoint import save_checkpoint
 
 DEFAULTS = dict(
@@ -261,11 +261,10 @@ def train(
     gain = float(x_all.std() / images.std())
     by_class = [torch.nonzero(y_img == c).flatten() for c in range(int(train_ds.n_classes))]
 
-    kwargs = {k: p.default for k, p in inspect.signature(build_model).parameters.items()}
-    kwargs.update(
-        channels=int(x_ev.shape[2]), size=int(x_ev.shape[-1]), n_out=int(train_ds.n_classes), dt=float(dt)
+    kwargs = factory_kwargs(
+        build_model, dict(channels=int(x_ev.shape[2]), size=int(x_ev.shape[-1]), n_out=int(train_ds.n_classes), dt=float(dt)),
+        model_kwargs,
     )
-    kwargs.update(model_kwargs)
     torch.manual_seed(seed)
     model = build_model(**kwargs)
     calib = torch.randperm(len(x_ev), generator=torch.Generator().manual_seed(seed))[:64]
