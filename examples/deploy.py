@@ -97,10 +97,10 @@ def torch_metric(model_spec: str, checkpoint: str, data: str, metric: str) -> Di
     out, ds, extra = torch_outputs(model_spec, checkpoint, data)
     readout = extra.get("readout", "sum")
     if metric == "mean_iou":
-        from toolchain.segmentation import segmentation_section
+        from toolchain.segmentation import class_names_of, segmentation_section
 
         sec = segmentation_section(out, ds.targets, readout, extra.get("upsampling", "bilinear"),
-                                   class_names=["background"] + list(ds.classes))
+                                   class_names=class_names_of(ds))
         return {"mean_iou": sec["mean_iou"], "pixel_accuracy": sec["pixel_accuracy"], "n_samples": len(ds),
                 "iou_per_class": sec["iou_per_class"]}
     scores = out.reshape(out.shape[0], out.shape[1], -1)

@@ -27,8 +27,6 @@ DATA_HELP = (
 def _console():
     """The terminal's width on a terminal; 120 columns into a file or pipe (logs, CI), where rich
     would otherwise fall back to 80 and truncate the wider tables."""
-    import sys
-
     from rich.console import Console
 
     return Console(highlight=False, width=None if sys.stdout.isatty() else 120)
@@ -124,7 +122,9 @@ def load_inputs(args, program) -> Dict[str, Any]:
     targets = getattr(ds, "targets", None)
     if targets is not None:
         out["targets"] = targets
-        out["class_names"] = ["background"] + list(ds.classes)
+        from toolchain.segmentation import class_names_of
+
+        out["class_names"] = class_names_of(ds)
     return out
 
 
@@ -255,7 +255,9 @@ def cmd_inspect(args) -> int:
 
 
 def _add_profile_arg(p) -> None:
-    p.add_argument("--profile", choices=("netx", "loihi"), default="netx",
+    from simulators.backends import PROFILES
+
+    p.add_argument("--profile", choices=PROFILES, default="netx",
                    help="fixed-point parameter set for lava-fixed and emulator (docs/fixed-point.md): netx, what "
                         "`nirdeploy deploy` writes for lava-dl netx (default), or loihi, Loihi's own ranges")
 

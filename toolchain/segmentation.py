@@ -135,6 +135,11 @@ def segmentation_metrics(
     }
 
 
+def class_names_of(dataset) -> list:
+    """Class names of a segmentation dataset's masks: 0 is the background, ``1 + k`` the dataset's class k."""
+    return ["background"] + list(dataset.classes)
+
+
 def segmentation_section(
     output: np.ndarray,
     targets: np.ndarray,

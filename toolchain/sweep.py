@@ -50,6 +50,7 @@ def run_cell(
     from toolchain.program import lower
     from toolchain.records import run_record, write_json
     from toolchain.retime import retime
+    from toolchain.segmentation import class_names_of
 
     torch.set_num_threads(threads)
     graph = load_graph(model_path)
@@ -72,7 +73,7 @@ def run_cell(
         labels=ds.labels,
         readout=readout,
         targets=targets,
-        class_names=None if targets is None else ["background"] + list(ds.classes),
+        class_names=None if targets is None else class_names_of(ds),
         model=model_path,
         data={"dataset": ds.name, "source": data, **info},
         inputs=x,
