@@ -31,7 +31,7 @@ def demo_setup(allow_untrained: bool = True, workdir: str = None) -> Tuple[objec
         sys.path.insert(0, str(REPO))
     from exporters.torch_to_nir import export_model
     from toolchain.demo import DEMO_CHECKPOINT, DEMO_MODEL
-    from toolchain.graph import discretization_of, load_graph, save_graph
+    from toolchain.ir import discretization_of, load_graph, save_graph
     from toolchain.program import lower
 
     info: Dict[str, Any] = {}

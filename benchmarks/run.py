@@ -1,6 +1,6 @@
 """``make bench``: Lava fixed point vs the emulator on the demo network, in one run.
 
-Measures, on the same quantized network (``toolchain/quantize.py``, netx profile) and the same
+Measures, on the same quantized network (``toolchain/loihi/quantize.py``, netx profile) and the same
 samples of the demo test split:
 
 * Lava (``Loihi2SimCfg(select_tag="fixed_pt")``, ``simulators/lava_fixed.py``): start-up cost
@@ -69,9 +69,10 @@ def synaptic_ops(fx, x: np.ndarray, spikes: Dict[str, np.ndarray]) -> Dict[str, 
 
 def run(lava_samples: int = 40, repeat: int = 20, out: str = "benchmarks/results.json") -> Dict[str, Any]:
     from benchmarks import demo_setup, machine
-    from simulators.emulator import check_integer_inputs, emulate, run_emulator
+    from simulators.emulator import emulate, run_emulator
+    from toolchain.loihi.plan import check_integer_inputs
     from simulators.lava_fixed import run_lava_fixed
-    from toolchain.quantize import quantize
+    from toolchain.loihi.quantize import quantize
 
     program, x, labels, info = demo_setup()
     N_all, T = x.shape[0], x.shape[1]

@@ -18,7 +18,7 @@ not versioned); a step whose output exists is skipped unless ``force``:
    methods (reference backend) and its report.
 
 The metric is ``accuracy`` (classification) or ``mean_iou`` (segmentation: the run records'
-``segmentation`` section, toolchain/segmentation.py).
+``segmentation`` section, toolchain/analysis/segmentation.py).
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def _nirdeploy() -> List[str]:
     exe = os.path.join(os.path.dirname(sys.executable), "nirdeploy")
-    return [exe] if os.path.exists(exe) else [sys.executable, "-m", "toolchain.cli"]
+    return [exe] if os.path.exists(exe) else [sys.executable, "-m", "toolchain.cli.main"]
 
 
 def run_cmd(args: Sequence[str], log: List[str], output: Optional[str] = None, force: bool = False, check: bool = True) -> int:
@@ -97,7 +97,7 @@ def torch_metric(model_spec: str, checkpoint: str, data: str, metric: str) -> Di
     out, ds, extra = torch_outputs(model_spec, checkpoint, data)
     readout = extra.get("readout", "sum")
     if metric == "mean_iou":
-        from toolchain.segmentation import class_names_of, segmentation_section
+        from toolchain.analysis.segmentation import class_names_of, segmentation_section
 
         sec = segmentation_section(out, ds.targets, readout, extra.get("upsampling", "bilinear"),
                                    class_names=class_names_of(ds))
@@ -258,9 +258,9 @@ def _metric_on_first(ref_path: str, metric: str, n: int, data: str, nir_path: st
         return float(np.mean(p == l))
     from simulators.reference import simulate
     from toolchain.data import open_dataset
-    from toolchain.graph import discretization_of, load_graph
+    from toolchain.ir import discretization_of, load_graph
     from toolchain.program import lower
-    from toolchain.segmentation import segmentation_section
+    from toolchain.analysis.segmentation import segmentation_section
 
     g = load_graph(nir_path)
     prog = lower(g, discretization_of(g))

@@ -13,7 +13,7 @@ Run from the repository root (takes a few minutes, most of it Lava)::
    ``nirdeploy deploy``) run by lava-dl netx against the emulator, layer by layer.
 3. Float vs fixed: accuracy of ``reference`` (float64) and ``emulator`` (netx and loihi profiles)
    on the whole demo test split, and per time step: the demo retimed (methods tau, integral,
-   exact) to several dt, reference vs emulator, each through ``toolchain.sweep.sweep`` (what
+   exact) to several dt, reference vs emulator, each through ``toolchain.reports.sweep.sweep`` (what
    ``nirdeploy sweep --backend ...`` runs).
 
 Writes everything to ``--out`` (cited by docs/fixed-point.md).
@@ -37,7 +37,7 @@ if str(REPO) not in sys.path:
 
 
 def _cmp(a, b, readout="sum"):
-    from toolchain.records import compare_results
+    from toolchain.analysis.records import compare_results
 
     c = compare_results(a, b, readout)
     return {k: c[k] for k in ("backends", "samples", "n_steps", "spike_agreement", "samples_with_identical_spikes",
@@ -60,7 +60,7 @@ def demo_lava_vs_emulator(program, x, n):
 
 def cnn_lava_vs_emulator(n, steps, rate=0.05, seed=0):
     from simulators.backends import run
-    from toolchain.graph import discretization_of, load_graph
+    from toolchain.ir import discretization_of, load_graph
     from toolchain.program import lower
 
     path = REPO.parent / "shared/conformance/nir-paper/cnn_sinabs.nir"
@@ -81,9 +81,10 @@ def cnn_lava_vs_emulator(n, steps, rate=0.05, seed=0):
 
 def demo_netx_vs_emulator(info, x, n, workdir):
     """``nirdeploy deploy`` of the demo, run with lava-dl netx, against the emulator, layer by layer."""
-    from exporters.nir_to_netx import run_netx
-    from simulators.emulator import check_integer_inputs, emulate
-    from toolchain.commands.deploy import deploy
+    from simulators.lava_netx import run_netx
+    from simulators.emulator import emulate
+    from toolchain.loihi.plan import check_integer_inputs
+    from toolchain.api import deploy
 
     path = os.path.join(workdir, "demo.net")
     fx, desc = deploy(info["nir"], path)
@@ -104,7 +105,7 @@ def demo_netx_vs_emulator(info, x, n, workdir):
 
 def float_vs_fixed(program, x, labels, profile="netx"):
     from simulators.backends import run
-    from toolchain.records import compare_results
+    from toolchain.analysis.records import compare_results
 
     readout = str(program.metadata.get("readout", "sum"))
     ref = run("reference", program, x)
@@ -130,8 +131,8 @@ def float_vs_fixed(program, x, labels, profile="netx"):
 
 
 def per_timestep(info, dts, methods, workdir):
-    """Reference and emulator accuracy per (dt, retiming method), each through toolchain.sweep.sweep."""
-    from toolchain.sweep import sweep
+    """Reference and emulator accuracy per (dt, retiming method), each through toolchain.reports.sweep.sweep."""
+    from toolchain.reports.sweep import sweep
 
     acc = {}
     for backend in ("reference", "emulator"):

@@ -1,6 +1,6 @@
 """NIR -> lava-dl netx HDF5: the network a Loihi 2 owner loads with ``lava.lib.dl.netx.hdf5.Network``.
 
-The export takes a quantized network (``toolchain/quantize.py``, profile ``"netx"``) and writes
+The export takes a quantized network (``toolchain/loihi/quantize.py``, profile ``"netx"``) and writes
 the layer list netx reads (``lava/lib/dl/netx/hdf5.py``, the layout of lava-dl SLAYER's
 ``export_hdf5``)::
 
@@ -25,7 +25,7 @@ netx layer sends spikes), layers whose neurons have several time constants (one 
 per netx layer), linear layers after the last neuron layer, recurrence other than a layer onto
 itself, and weight or bias exponents other than netx's (0 and 6).
 
-Running the artifact (see :func:`run_netx`)::
+Running the artifact (``simulators/lava_netx.py``: :func:`run_netx`)::
 
     net = Network(net_config="model.net", reset_interval=T, reset_offset=1, input_message_bits=16)
 
@@ -51,7 +51,8 @@ from typing import Dict, List, Optional
 import numpy as np
 
 from toolchain.errors import NirDeployError, UnsupportedNodeError
-from toolchain.quantize import NETX_BIAS_EXP, FixedNetwork
+from toolchain.loihi.bits import NETX_BIAS_EXP
+from toolchain.loihi.fixed import FixedNetwork
 
 LAYER_TYPES = ("input", "dense", "dense_rec", "conv", "flatten")
 
@@ -249,66 +250,3 @@ def read_description(path: str) -> Dict[str, object]:
 
     with h5py.File(path, "r") as f:
         return json.loads(f.attrs["nirdeploy"]) if "nirdeploy" in f.attrs else {}
-
-
-def run_netx(
-    path: str,
-    x: np.ndarray,
-    input_message_bits: int = 16,
-    progress: bool = False,
-) -> Dict[str, object]:
-    """Run integer inputs x [N, T, *input_shape] (NIR layout) through the netx network at ``path``.
-
-    One Lava run (``fixed_pt``) with ``reset_interval=T, reset_offset=1``. Returns
-    {"spikes": [per netx neuron layer: bool [N, T, n] in the layer's order (dense: NIR order,
-    conv: Lava's (W, H, C) order)], "network": str(net), "seconds": ...}.
-    """
-    import tempfile
-    import time
-
-    from lava.lib.dl.netx.hdf5 import Network
-    from lava.magma.core.run_configs import Loihi2SimCfg
-    from lava.proc.io.source import RingBuffer
-
-    from simulators.lava_common import LavaNetwork, PySpikeRecorderModel, SpikeRecorder, new_recording, run_network
-
-    x = np.asarray(x)
-    N, T = x.shape[0], x.shape[1]
-    t0 = time.perf_counter()
-    net = Network(net_config=path, reset_interval=T, reset_offset=1, input_message_bits=input_message_bits)
-    L = len(net.layers)
-    total = N * T + L + 1
-    in_shape = tuple(net.inp.shape)
-    xs = x.reshape((N * T,) + x.shape[2:])
-    if len(in_shape) == 3:  # (W, H, C) from NIR (C, H, W)
-        xs = xs.transpose(0, 3, 2, 1)
-    else:
-        xs = xs.reshape(N * T, -1)
-    data = np.zeros(in_shape + (total,), dtype=np.int32)
-    data[..., : N * T] = np.moveaxis(xs, 0, -1)
-    src = RingBuffer(data=data)
-    src.s_out.connect(net.inp)
-
-    class _Plan:  # what run_network needs
-        total_steps = total
-
-    with tempfile.TemporaryDirectory(prefix="nirdeploy-netx-") as workdir:
-        recordings, models = {}, {}
-        for i, layer in enumerate(net.layers):
-            n = int(np.prod(layer.out.shape))
-            p = new_recording(workdir, "s", i, n, total)
-            rec = SpikeRecorder(shape=(n,), path=p, name=f"layer{i}~spikes")
-            layer.out.reshape((n,)).connect(rec.a_in)
-            recordings[("s", str(i))] = p
-            models[rec] = PySpikeRecorderModel
-        lnet = LavaNetwork(root=net, processes={}, recordings=recordings, models=models, chunk=min(total, 1000))
-        cfg = Loihi2SimCfg(select_tag="fixed_pt", exception_proc_model_map=models)
-        t1 = time.perf_counter()
-        rec = run_network(_Plan, lnet, cfg, progress=progress, desc="netx")
-    t2 = time.perf_counter()
-    spikes = []
-    for i in range(L):
-        full = rec[("s", str(i))]  # [n, total]; layer i handles sample n step k at Lava step n T + k + 2 + i
-        seg = full[:, 1 + i : 1 + i + N * T]
-        spikes.append(seg.reshape(-1, N, T).transpose(1, 2, 0).astype(bool))
-    return {"spikes": spikes, "network": str(net), "build_seconds": t1 - t0, "run_seconds": t2 - t1}

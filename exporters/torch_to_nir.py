@@ -37,10 +37,9 @@ import torch
 
 from toolchain import __version__ as NIRDEPLOY_VERSION
 from toolchain.errors import NirDeployError, UnsupportedNodeError
-from toolchain.graph import Discretization, graph_metadata, make_graph
+from toolchain.ir import Discretization, graph_metadata, make_graph
 from toolchain.passes.broadcast import broadcast_params
 from toolchain.passes.fold_batchnorm import batchnorm_node, fold_batchnorm
-from toolchain.program import lower
 
 from .layers import SumPool2d
 
@@ -378,7 +377,7 @@ def export_model(
     step_dt = _model_dt(modules, dt)
     reset = _reset_method(modules)
 
-    from toolchain.graph import flatten_subgraphs
+    from toolchain.ir import flatten_subgraphs
 
     g = flatten_subgraphs(raw)
     g = _splice_identities(g)
@@ -409,12 +408,7 @@ def export_model(
     if extra_metadata:
         meta.update(extra_metadata)
     g = make_graph(g.nodes, g.edges, meta)
-    program = lower(g, disc)
-    # outputs get the shape of what reaches them
-    for k, n in list(g.nodes.items()):
-        if isinstance(n, nir.Output):
-            g.nodes[k] = nir.Output(output_type={"output": np.array(program.ops[k].in_shape)})
-    g = broadcast_params(g, program)
+    g = broadcast_params(g)  # parameters per neuron; every node, Output included, declares its shapes
     tm = {}
     for path in modules:  # node names are module paths; a recurrent cell's neuron is "<path>.lif"
         key = f"{path}.lif" if isinstance(raw.nodes.get(path), nir.NIRGraph) else path
@@ -423,10 +417,3 @@ def export_model(
     meta["torch_modules"] = tm
     g.metadata = meta
     return g
-
-
-def _module_path(model, module) -> str:
-    for name, m in model.named_modules():
-        if m is module:
-            return name
-    return ""

@@ -1,3 +1,7 @@
-"""Backends that run a NIR graph: the reference simulator (torch), Lava (float, fixed point)."""
+"""The backends layer: run a lowered program (``toolchain.program``) and return a ``SimResult``.
 
-from .result import SimResult  # noqa: F401
+``backends``   the registry: name -> backend, its capabilities and fixed-point profiles
+``reference``  float64 torch simulation of the NIR semantics
+``emulator``   bit-exact integer emulation of Lava's fixed-point LIF, batched
+``lava_*``     Lava's CPU simulator (float, fixed point, lava-dl netx); the only modules importing Lava
+"""

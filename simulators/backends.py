@@ -10,7 +10,7 @@ from toolchain.errors import NirDeployError
 
 BACKENDS = ("reference", "lava-float", "lava-fixed", "emulator")
 FIXED_POINT = ("lava-fixed", "emulator")
-#: Loihi fixed-point parameter sets of toolchain/quantize.py (docs/fixed-point.md)
+#: Loihi fixed-point parameter sets of toolchain/loihi/quantize.py (docs/fixed-point.md)
 PROFILES = ("netx", "loihi")
 
 
@@ -41,7 +41,7 @@ def run(backend: str, program, inputs, record_v: bool = False, progress: bool = 
         with quiet_imports():
             from simulators.lava_float import run_lava_float
         res = run_lava_float(program, inputs, record_v=record_v, progress=progress, **kw)
-    elif backend == "lava-fixed":  # Loihi fixed point on Lava's bit-accurate models (toolchain/quantize.py)
+    elif backend == "lava-fixed":  # Loihi fixed point on Lava's bit-accurate models (toolchain/loihi/quantize.py)
         with quiet_imports():
             from simulators.lava_fixed import run_lava_fixed
         res = run_lava_fixed(program, inputs, record_v=record_v, progress=progress, **kw)

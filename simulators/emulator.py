@@ -1,10 +1,10 @@
 """The emulator: a batched integer implementation of Lava's bit-accurate Loihi arithmetic.
 
-``run_emulator(program, inputs)`` quantizes ``program`` (``toolchain/quantize.py``; or takes a
-:class:`~toolchain.quantize.FixedNetwork`) and computes, for all samples at once, exactly what
+``run_emulator(program, inputs)`` quantizes ``program`` (``toolchain/loihi/quantize.py``; or takes a
+:class:`~toolchain.loihi.quantize.FixedNetwork`) and computes, for all samples at once, exactly what
 Lava's fixed-point process models compute (``lava/proc/dense/models.py`` PyDenseModelBitAcc,
 ``lava/proc/conv/models.py`` PyConvModelFixed, ``lava/proc/lif/models.py`` PyLifModelBitAcc /
-PyLifResetModelBitAcc; see the module docstring of ``toolchain/quantize.py``), including the
+PyLifResetModelBitAcc; see the module docstring of ``toolchain/loihi/quantize.py``), including the
 integer types Lava computes in:
 
 * Dense, binary input: ``a = (sum of w over the spiking inputs) << e`` (``>> -e``: floor),
@@ -40,6 +40,8 @@ import torch
 
 from simulators.result import SimResult
 from toolchain.errors import NirDeployError
+from toolchain.loihi.plan import check_integer_inputs, host_outputs
+from toolchain.loihi.quantize import quantize
 
 M24 = 1 << 23
 ENGINES = ("auto", "numba", "numpy")
@@ -76,25 +78,6 @@ def shift(a: np.ndarray, e: int) -> np.ndarray:
     return np.left_shift(a, e) if e > 0 else np.right_shift(a, -e)
 
 
-def check_integer_inputs(program, inputs) -> np.ndarray:
-    """Inputs [N, T, *input_shape] -> int64 [N, T, n_in] (flat NIR order); refuses non-integers."""
-    from simulators.lava_common import check_inputs
-
-    x = check_inputs(program, inputs)
-    if not np.all(np.isfinite(x)):
-        raise NirDeployError("the input contains NaN or infinity")
-    xi = np.rint(x)
-    if not np.array_equal(xi, x):
-        bad = x[xi != x].reshape(-1)[0]
-        raise NirDeployError(
-            f"the fixed-point backends take integer inputs (event counts per bin); the input contains {bad:g}"
-        )
-    if xi.size and np.max(np.abs(xi)) >= 2**31:
-        raise NirDeployError("the input has values beyond 32 bits, which Lava's integer input buffer cannot hold")
-    return xi.astype(np.int64)
-
-
-# --------------------------------------------------------------------------- connections
 def _exact_matmul(S: np.ndarray, W: np.ndarray, bound: float, cache: Optional[dict] = None) -> np.ndarray:
     """S [m, n_src] @ W.T [n_src, n_dst] exactly (every partial sum is below ``bound``).
 
@@ -681,8 +664,6 @@ def _scan_component(fx, sched, comp, ext, internal, T, want_v, spikes, vs, vals,
 def to_result(fx, x: np.ndarray, out: Dict[str, Dict], record_v: bool, backend: str, order: str = "nir") -> SimResult:
     """Group activity (integers; neurons in NIR order, or in Lava process order with ``order="process"``)
     -> a SimResult in the reference's layout."""
-    from simulators.lava_common import host_outputs
-
     program = fx.program
     N, T = x.shape[0], x.shape[1]
     idx = (lambda k: fx.groups[k].idx) if order == "process" else (lambda k: np.sort(fx.groups[k].idx))
@@ -769,12 +750,10 @@ def run_emulator(
 ) -> SimResult:
     """Run ``inputs`` [samples, steps, *input_shape] (integer counts) through ``program`` in Loihi fixed point.
 
-    ``quant``: a :class:`~toolchain.quantize.FixedNetwork` of this program (default: quantize it
+    ``quant``: a :class:`~toolchain.loihi.quantize.FixedNetwork` of this program (default: quantize it
     with ``profile``, without calibration). The result's ``info`` carries the quantization
     profile and, per layer, the largest states reached and how often u wrapped or v saturated.
     """
-    from toolchain.quantize import quantize
-
     t0 = time.perf_counter()
     x = check_integer_inputs(program, inputs)
     fx = quant if quant is not None else quantize(program, profile=profile)
@@ -794,3 +773,17 @@ def run_emulator(
         run_seconds=t2 - t1,
     )
     return res
+
+
+def state_stats(fx, x: np.ndarray, batch_size: int = 256) -> Dict[str, dict]:
+    """The states every group of ``fx`` reaches on integer inputs ``x``: the ``measure`` that
+    calibration (``toolchain.loihi.quantize.quantize``) needs."""
+    return emulate(fx, x, stats=True, batch_size=batch_size)["stats"]
+
+
+def calibrated_quantize(program, calib_inputs, profile: str = "netx", batch_size: int = 256):
+    """``quantize(program)`` with its scales lowered where the emulator, run on ``calib_inputs``
+    (integer counts), finds states near the 24-bit range; the report shows the states reached."""
+    return quantize(
+        program, calib_inputs=calib_inputs, profile=profile, measure=lambda fx, x: state_stats(fx, x, batch_size)
+    )

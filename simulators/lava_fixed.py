@@ -1,8 +1,8 @@
 """The Lava fixed-point backend: a quantized program on Lava's bit-accurate CPU models (``fixed_pt``).
 
-``run_lava_fixed(program, inputs)`` quantizes ``program`` (``toolchain/quantize.py``, the same
+``run_lava_fixed(program, inputs)`` quantizes ``program`` (``toolchain/loihi/quantize.py``, the same
 integers the emulator and ``nirdeploy deploy`` use), builds the Lava network of the float
-backend's plan (``simulators/lava_common.py``: one ``LIFReset`` per neuron group with windows
+backend's plan (``simulators/lava_runtime.py``: one ``LIFReset`` per neuron group with windows
 aligned by depth, relays, Dense/Conv per connection, gated back-edge sources) with integer
 parameters, runs all samples in ONE Lava run with ``Loihi2SimCfg(select_tag="fixed_pt")`` and
 returns a :class:`SimResult` that lines up step for step with the reference.
@@ -27,17 +27,8 @@ from typing import Callable, Dict, Optional
 
 import numpy as np
 
-from simulators.lava_common import (
-    LavaNetwork,
-    VarRecorder,
-    _MemmapWriter,
-    attach_recorders,
-    chunk_size,
-    connect_synapses,
-    input_data,
-    run_network,
-    window_view,
-)
+from simulators.lava_runtime import LavaNetwork, VarRecorder, _MemmapWriter, attach_recorders, chunk_size, connect_synapses, run_network
+from toolchain.loihi.plan import input_data, window_view
 from simulators.result import SimResult
 from toolchain.errors import NirDeployError
 from toolchain.program import Program
@@ -67,7 +58,7 @@ class PyVarRecorderFixedModel(_MemmapWriter, PyLoihiProcessModel):
 
 def gate_data_fixed(plan, g) -> np.ndarray:
     """Periodic int32 ring buffer [n, W]: GATE_A_IN during the last ``g.gate`` steps of each window."""
-    from toolchain.quantize import GATE_A_IN
+    from toolchain.loihi.bits import GATE_A_IN
 
     Wn = plan.window
     m = np.arange(Wn)
@@ -143,13 +134,14 @@ def run_lava_fixed(
 ) -> SimResult:
     """Run ``inputs`` [samples, steps, *input_shape] (integer counts) through ``program`` on Lava (fixed_pt).
 
-    ``quant``: a :class:`~toolchain.quantize.FixedNetwork` of this program (default: quantize it
+    ``quant``: a :class:`~toolchain.loihi.quantize.FixedNetwork` of this program (default: quantize it
     with ``profile``, without calibration, exactly as the emulator does by default).
     """
     from lava.magma.core.run_configs import Loihi2SimCfg
 
-    from simulators.emulator import check_integer_inputs, to_result
-    from toolchain.quantize import quantize
+    from simulators.emulator import to_result
+    from toolchain.loihi.plan import check_integer_inputs
+    from toolchain.loihi.quantize import quantize
 
     x = check_integer_inputs(program, inputs)
     N, T = x.shape[0], x.shape[1]

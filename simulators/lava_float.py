@@ -1,11 +1,11 @@
 """The Lava floating-point backend: a lowered program on Lava's CPU simulator (``floating_pt``).
 
-``run_lava_float(program, inputs)`` plans the network (``simulators/lava_common.py``: CUBA
+``run_lava_float(program, inputs)`` plans the network (``simulators/lava_runtime.py``: CUBA
 forms, one Dense or Conv per neuron-to-neuron connection, depths, relays, gates), builds Lava
 processes (a LIFReset per neuron group, plain LIF relays, Dense/Conv, RingBuffer sources for
 the input and the gates, memory-mapped recorders for spikes and membrane potentials), runs all
 samples in ONE Lava run and returns a :class:`SimResult` that lines up step for step with
-``simulators/reference.py``. Neuron parameters are Lava floats (``toolchain/cuba.py``).
+``simulators/reference.py``. Neuron parameters are Lava floats (``toolchain/dynamics/cuba.py``).
 """
 
 from __future__ import annotations
@@ -16,21 +16,8 @@ from typing import Callable, Dict, Optional
 
 import numpy as np
 
-from simulators.lava_common import (
-    LavaNetwork,
-    PyVarRecorderFloatModel,
-    attach_recorders,
-    connect_synapses,
-    LavaPlan,
-    check_inputs,
-    chunk_size,
-    gate_data,
-    host_outputs,
-    input_data,
-    plan_network,
-    run_network,
-    window_view,
-)
+from simulators.lava_runtime import LavaNetwork, PyVarRecorderFloatModel, attach_recorders, connect_synapses, chunk_size, run_network
+from toolchain.loihi.plan import LavaPlan, check_inputs, gate_data, host_outputs, input_data, plan_network, window_view
 from simulators.result import SimResult
 from toolchain.errors import NirDeployError
 from toolchain.program import Program

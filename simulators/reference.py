@@ -1,6 +1,6 @@
 """The reference simulator: a batched torch implementation of a lowered NIR graph.
 
-Each neuron layer runs its discrete SSM (``toolchain.discretize``) exactly as written there;
+Each neuron layer runs its discrete SSM (``toolchain.dynamics.discretize``) exactly as written there;
 linear nodes run as torch functions; several edges into one node are summed; a recurrent
 (back) edge delivers its source's value from the previous time step. Computation is in
 float64 by default so that the only rounding is far below any threshold decision.

@@ -8,8 +8,8 @@ import nir
 import numpy as np
 import pytest
 
-from toolchain.cli import main
-from toolchain.graph import make_graph, save_graph
+from toolchain.cli.main import main
+from toolchain.ir import make_graph, save_graph
 
 
 def lif_graph(**over):
@@ -128,7 +128,7 @@ def test_console_script_prints_no_traceback(tmp_path):
     f = tmp_path / "m.nir"
     f.write_text("not nir")
     p = subprocess.run(
-        [sys.executable, "-m", "toolchain.cli", "inspect", str(f)], capture_output=True, text=True, cwd=str(tmp_path)
+        [sys.executable, "-m", "toolchain.cli.main", "inspect", str(f)], capture_output=True, text=True, cwd=str(tmp_path)
     )
     assert p.returncode == 2
     assert "Traceback" not in p.stderr

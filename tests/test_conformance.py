@@ -17,7 +17,7 @@ pytestmark = pytest.mark.lava
 
 from simulators.lava_float import run_lava_float  # noqa: E402
 from simulators.reference import simulate  # noqa: E402
-from toolchain.graph import discretization_of, load_graph  # noqa: E402
+from toolchain.ir import discretization_of, load_graph  # noqa: E402
 from toolchain.program import lower  # noqa: E402
 
 # the shared conformance files sit next to the repository (NIRDEPLOY_CONFORMANCE overrides, as in conftest.py)

@@ -21,13 +21,15 @@ from lava.proc.lif.process import LIFReset  # noqa: F401
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 pytestmark = pytest.mark.lava
 
-from simulators.emulator import HAVE_NUMBA, check_integer_inputs, emulate, run_emulator  # noqa: E402
+from simulators.emulator import calibrated_quantize, HAVE_NUMBA, emulate, run_emulator  # noqa: E402
+from toolchain.loihi.plan import check_integer_inputs  # noqa: E402
 from simulators.lava_fixed import run_lava_fixed  # noqa: E402
 from simulators.reference import simulate  # noqa: E402
 from toolchain.errors import NirDeployError  # noqa: E402
-from toolchain.graph import Discretization, discretization_of, load_graph, make_graph  # noqa: E402
+from toolchain.ir import Discretization, discretization_of, load_graph, make_graph  # noqa: E402
 from toolchain.program import lower  # noqa: E402
-from toolchain.quantize import STATE_MAX, quantize  # noqa: E402
+from toolchain.loihi.bits import STATE_MAX  # noqa: E402
+from toolchain.loihi.quantize import quantize  # noqa: E402
 
 CONFORMANCE = Path(__file__).resolve().parents[2] / "shared/conformance/nir-paper"
 
@@ -205,7 +207,7 @@ def runs():
         prog = make()
         x = _counts(prog)
         profile = "loihi" if name in ("recurrent", "residual") else "netx"
-        fx = quantize(prog, profile=profile, calib_inputs=x if profile == "loihi" else None)
+        fx = (calibrated_quantize(prog, x, profile=profile) if profile == "loihi" else quantize(prog, profile=profile))
         lava = run_lava_fixed(prog, x, record_v=True, progress=False, quant=fx)
         emu = run_emulator(prog, x, record_v=True, quant=fx)
         out[name] = (prog, x, fx, lava, emu)
@@ -259,10 +261,10 @@ def test_numba_and_numpy_engines_agree(runs, name):
 
 
 def test_compare_backends_reports_agreement_one(runs):
-    from toolchain.cli import compare_backends
+    from toolchain.api import compare
 
     prog, x, fx, lava, emu = runs["feedforward"]
-    cmp, records = compare_backends(prog, x, np.array([0, 1, 2]), ["lava-fixed", "emulator"], progress=False)
+    cmp, records = compare(prog, x, np.array([0, 1, 2]), ["lava-fixed", "emulator"], progress=False)
     assert cmp["spike_agreement"] == 1.0 and cmp["samples_with_identical_spikes"] == 3
     assert cmp["prediction_agreement"] == 1.0 and cmp["output_max_abs_diff"] == 0.0
     assert records["emulator"]["backend_info"]["quantization"] == "netx"
@@ -385,7 +387,7 @@ def test_random_networks_lava_equals_emulator(spec):
     rng = np.random.default_rng(spec["seed"] + 1)
     x = rng.poisson(spec["rate"], (3, spec["steps"], spec["n_in"])).astype(np.float64)
     x[1] = 0
-    fx = quantize(prog, profile=spec["profile"], calib_inputs=x if spec["profile"] == "loihi" else None)
+    fx = (calibrated_quantize(prog, x, profile="loihi") if spec["profile"] == "loihi" else quantize(prog, profile=spec["profile"]))
     lava = run_lava_fixed(prog, x, record_v=True, progress=False, quant=fx)
     emu = run_emulator(prog, x, record_v=True, quant=fx)
     _assert_identical(lava, emu, f"random network {spec}")

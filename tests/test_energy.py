@@ -9,7 +9,7 @@ import norse.torch as nt
 
 from exporters.torch_to_nir import export_model
 from simulators.reference import simulate
-from toolchain.energy import (
+from toolchain.analysis.energy import (
     ANN_MODEL,
     DEFAULT_MODELS,
     EVENT_KINDS,
@@ -20,11 +20,11 @@ from toolchain.energy import (
     model_energy,
 )
 from toolchain.errors import NirDeployError
-from toolchain.graph import discretization_of
-from toolchain.metrics import activity_metrics
+from toolchain.ir import discretization_of
+from toolchain.analysis.metrics import activity_metrics
 from toolchain.program import lower
-from toolchain.records import run_record
-from toolchain.resources import chip_resources, messages_per_sample
+from toolchain.analysis.records import run_record
+from toolchain.analysis.resources import chip_resources, messages_per_sample
 
 
 def program_of(model, input_shape=None):

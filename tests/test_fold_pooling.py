@@ -15,9 +15,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from simulators.reference import simulate  # noqa: E402
-from toolchain.graph import Discretization, discretization_of, load_graph, make_graph  # noqa: E402
-from toolchain.passes.fold_pooling import fold_pool_into_conv, fold_pooling, infer_shapes  # noqa: E402
-from toolchain.program import linear_fns, lower  # noqa: E402
+from toolchain.ir import Discretization, discretization_of, load_graph, make_graph  # noqa: E402
+from toolchain.ir.shapes import output_shapes as infer_shapes
+from toolchain.passes.fold_pooling import fold_pool_into_conv, fold_pooling  # noqa: E402
+from toolchain.ir import linear_fns
+from toolchain.program import lower  # noqa: E402
 
 CONFORMANCE = Path(__file__).resolve().parents[2] / "shared/conformance/nir-paper"
 DISC = Discretization(dt=1e-3, input_convention="impulse")

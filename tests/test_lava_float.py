@@ -1,4 +1,4 @@
-"""The CUBA mapping (toolchain/cuba.py) and the Lava floating-point backend (simulators/lava_float.py).
+"""The CUBA mapping (toolchain/dynamics/cuba.py) and the Lava floating-point backend (simulators/lava_float.py).
 
 Lava is imported at module level on purpose: without Lava these tests must fail, not skip.
 The Lava runs are few and shared (module-scoped fixtures); each runs several samples at once.
@@ -22,12 +22,12 @@ from lava.proc.lif.process import LIFReset  # noqa: F401
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 pytestmark = pytest.mark.lava
 
-from simulators.lava_common import plan_network  # noqa: E402
+from toolchain.loihi.plan import plan_network
 from simulators.lava_float import run_lava_float  # noqa: E402
 from simulators.reference import simulate  # noqa: E402
-from toolchain.cuba import cuba_form, simulate_cuba, simulate_ssm, split_groups  # noqa: E402
+from toolchain.dynamics.cuba import cuba_form, simulate_cuba, simulate_ssm, split_groups  # noqa: E402
 from toolchain.errors import NirDeployError, UnsupportedNodeError  # noqa: E402
-from toolchain.graph import Discretization, make_graph  # noqa: E402
+from toolchain.ir import Discretization, make_graph  # noqa: E402
 from toolchain.program import lower  # noqa: E402
 
 
@@ -334,7 +334,7 @@ def test_non_spiking_layer_feeding_a_neuron_is_refused():
 def test_exact_cubalif_is_projected_and_the_error_reported():
     """The exact scheme breaks the CUBA tie: Lava runs the least-squares projection and the run
     record reports its error per layer (the reference keeps the exact matrices)."""
-    from toolchain.records import run_record
+    from toolchain.analysis.records import run_record
 
     rng = np.random.default_rng(6)
     nodes = {"input": _in(3), "fc": _linear(rng, 3, 4), "cuba": _cubalif(rng, 4), "output": _out(4)}
@@ -347,7 +347,7 @@ def test_exact_cubalif_is_projected_and_the_error_reported():
     assert next(l for l in rec["layers"] if l["name"] == "cuba")["projection_error"] == pytest.approx(err)
 
 
-# --------------------------------------------------------------------------- toolchain/cuba.py
+# --------------------------------------------------------------------------- toolchain/dynamics/cuba.py
 def _single(node, disc, n):
     g = make_graph({"input": _in(n), "x": node, "output": _out(n)}, [("input", "x"), ("x", "output")])
     return lower(g, disc).ops["x"].ssm

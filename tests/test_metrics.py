@@ -18,8 +18,8 @@ import norse.torch as nt
 from exporters.torch_to_nir import export_model
 from simulators.reference import simulate
 from simulators.result import SimResult
-from toolchain.graph import discretization_of
-from toolchain.metrics import activity_metrics, fanout_vector, raster
+from toolchain.ir import discretization_of
+from toolchain.analysis.metrics import activity_metrics, fanout_vector, raster
 from toolchain.program import lower
 
 REPO = Path(__file__).resolve().parents[1]

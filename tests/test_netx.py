@@ -19,12 +19,14 @@ import lava.magma.core.run_configs  # noqa: F401  (a missing Lava fails here)
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 pytestmark = pytest.mark.lava
 
-from exporters.nir_to_netx import netx_layers, read_description, run_netx, write_netx  # noqa: E402
-from simulators.emulator import check_integer_inputs, emulate  # noqa: E402
+from exporters.nir_to_netx import netx_layers, read_description, write_netx  # noqa: E402
+from simulators.lava_netx import run_netx  # noqa: E402
+from simulators.emulator import emulate  # noqa: E402
+from toolchain.loihi.plan import check_integer_inputs  # noqa: E402
 from toolchain.errors import NirDeployError, UnsupportedNodeError  # noqa: E402
-from toolchain.graph import Discretization, make_graph  # noqa: E402
+from toolchain.ir import Discretization, make_graph  # noqa: E402
 from toolchain.program import lower  # noqa: E402
-from toolchain.quantize import quantize  # noqa: E402
+from toolchain.loihi.quantize import quantize  # noqa: E402
 
 CONFORMANCE = Path(__file__).resolve().parents[2] / "shared/conformance/nir-paper"
 EULER = Discretization(dt=1e-3, scheme="euler", input_convention="impulse", v_init="v_reset")
@@ -108,7 +110,7 @@ def runs(tmp_path_factory):
     prog = chain(rec_gain=1.0)
     x = _counts(prog, steps=36, tail=18)
     out["recurrent"] = (prog, x) + _run_both(prog, x, d / "rec.net")
-    from toolchain.commands.deploy import deploy
+    from toolchain.api import deploy
 
     cnn = CONFORMANCE / "cnn_sinabs.nir"
     fx, desc = deploy(str(cnn), str(d / "cnn.net"), dt=1e-3, input_convention="impulse")
@@ -156,7 +158,7 @@ def test_cnn_file_has_the_netx_layout(runs):
 
 
 def test_deploy_command_writes_the_network_and_the_report(tmp_path, capsys):
-    from toolchain.cli import main
+    from toolchain.cli.main import main
 
     net, rep = tmp_path / "m.net", tmp_path / "m.json"
     code = main(["deploy", str(CONFORMANCE / "cnn_sinabs.nir"), "--dt", "1e-3", "--input-convention", "impulse",
@@ -170,8 +172,8 @@ def test_deploy_command_writes_the_network_and_the_report(tmp_path, capsys):
 
 
 def test_deploy_refusal_is_one_line(tmp_path, capsys):
-    from toolchain.cli import main
-    from toolchain.graph import save_graph
+    from toolchain.cli.main import main
+    from toolchain.ir import save_graph
 
     rng = np.random.default_rng(6)
     li = nir.LI(tau=np.full(3, 1e-2), r=np.ones(3), v_leak=np.zeros(3))

@@ -1,4 +1,4 @@
-"""toolchain/quantize.py: Loihi fixed-point parameters, their rounding errors and the state-range report.
+"""toolchain/loihi/quantize.py: Loihi fixed-point parameters, their rounding errors and the state-range report.
 
 No Lava run here (tests/test_emulator.py compares the integers' arithmetic with Lava).
 """
@@ -13,23 +13,23 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from simulators.emulator import check_integer_inputs, emulate, run_emulator  # noqa: E402
+from simulators.emulator import calibrated_quantize, emulate, run_emulator  # noqa: E402
+from toolchain.loihi.plan import check_integer_inputs  # noqa: E402
 from simulators.reference import simulate  # noqa: E402
 from toolchain.errors import NirDeployError, UnsupportedNodeError  # noqa: E402
-from toolchain.graph import Discretization, make_graph  # noqa: E402
+from toolchain.ir import Discretization, make_graph  # noqa: E402
 from toolchain.program import lower  # noqa: E402
-from toolchain.quantize import (  # noqa: E402
+from toolchain.loihi.bits import (  # noqa: E402
     BIAS_MANT_MAX,
     NETX_BIAS_EXP,
-    REPORT_COLUMNS,
     STATE_MAX,
     VTH_MANT_LIMIT,
     VTH_MANT_LIMIT_GATED,
     WEIGHT_MANT_MAX,
-    dequantize_weights,
-    quantize,
-    report_rows,
 )
+from toolchain.loihi.fixed import dequantize_weights  # noqa: E402
+from toolchain.loihi.quantize import quantize  # noqa: E402
+from toolchain.loihi.report import REPORT_COLUMNS, report_rows  # noqa: E402
 
 
 def _chain(W1, neuron1, W2=None, neuron2=None, disc=None, bias1=None, rec=None):
@@ -136,7 +136,7 @@ def test_loihi_profile_uses_positive_exponents_when_weights_dwarf_the_threshold(
     x = rng.poisson(0.5, (4, 20, 20)).astype(float)
     fx = quantize(prog)
     assert fx.groups["n1"].vth < 64  # netx: the threshold gets only a few dozen levels
-    fl = quantize(prog, profile="loihi", calib_inputs=x)
+    fl = calibrated_quantize(prog, x, profile="loihi")
     assert fl.conns[0].weight_exp > 0
     assert fl.groups["n1"].vth >= 4 * fx.groups["n1"].vth  # limited by the largest possible input step
     assert fl.groups["n1"].scale > 4 * fx.groups["n1"].scale  # a finer state
@@ -155,7 +155,7 @@ def test_calibration_lowers_the_scale_where_states_would_saturate():
     plain = quantize(prog)
     out = emulate(plain, check_integer_inputs(prog, x), stats=True)
     assert out["stats"]["n1"]["v_saturations"] > 0  # the state range is exceeded ...
-    fx = quantize(prog, calib_inputs=x)
+    fx = calibrated_quantize(prog, x)
     row = fx.report["layers"][0]
     assert "state" in row["scale_limited_by"] and fx.groups["n1"].scale < plain.groups["n1"].scale
     assert not row["saturates"] and row["seen_v_saturations"] == 0 and row["state_fill"] <= 0.5
@@ -198,7 +198,7 @@ def test_quantization_is_deterministic(lif_prog):
 
 
 def test_report_table(lif_prog):
-    fx = quantize(lif_prog, calib_inputs=np.random.default_rng(6).poisson(1.0, (2, 30, 5)).astype(float))
+    fx = calibrated_quantize(lif_prog, np.random.default_rng(6).poisson(1.0, (2, 30, 5)).astype(float))
     rows = report_rows(fx.report)
     assert len(rows) == 2 and all(len(r) == len(REPORT_COLUMNS) for r in rows)
     assert rows[0][0] == "n1" and rows[0][3] == "weights" and rows[0][-1].endswith("%")

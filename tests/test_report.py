@@ -12,10 +12,10 @@ import norse.torch as nt
 
 from exporters.torch_to_nir import export_model
 from simulators.reference import simulate
-from toolchain.cli import main
-from toolchain.graph import discretization_of
+from toolchain.cli.main import main
+from toolchain.ir import discretization_of
 from toolchain.program import lower
-from toolchain.records import run_record, write_json
+from toolchain.analysis.records import run_record, write_json
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

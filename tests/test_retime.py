@@ -12,9 +12,10 @@ from exporters.torch_run import run_torch
 from exporters.torch_to_nir import export_model
 from simulators.reference import simulate
 from toolchain.errors import NirDeployError
-from toolchain.graph import Discretization, discretization_of, load_graph, make_graph, save_graph
+from toolchain.ir import Discretization, discretization_of, load_graph, make_graph, save_graph
 from toolchain.program import lower
-from toolchain.retime import METHODS, power_and_sum, retime
+from toolchain.dynamics.retiming import METHODS, power_and_sum
+from toolchain.passes.retime import retime
 
 
 def one_layer(kind, params, scheme, convention, dt=1e-3, n=3):
@@ -214,7 +215,7 @@ def test_exact_retime_equals_norse_with_rescaled_counts():
 def test_hardware_projection_of_retimed_cubalif():
     """Integral retiming breaks the CUBA tie; the projection keeps the voltage decay, fits the
     current decay and input scale, and its impulse-response error is reported (retiming.md s4)."""
-    from toolchain.cuba import cuba_form, impulse_response, project_cuba
+    from toolchain.dynamics.cuba import cuba_form, impulse_response, project_cuba
 
     g = one_layer("CubaLIF", dict(tau_syn=5e-3, tau_mem=2e-2, r=1.0, v_leak=0.0, w_in=5e-3, v_threshold=1.0, v_reset=0.0), "euler", "impulse")
     program = lower(g, discretization_of(g))
@@ -233,7 +234,7 @@ def test_hardware_projection_of_retimed_cubalif():
         h = impulse_response(s.A[:1, 0, 0], s.A[:1, 1, 0], s.A[:1, 1, 1], s.B[:1, 0], s.B[:1, 1], K)[0]
         assert np.linalg.norm(f - h) / np.linalg.norm(h) == pytest.approx(form.error, rel=1e-3)
     # the example of retiming.md section 4: a_s=0.8, a_m=0.95, g=0.5, b=1, rho=2 -> B_T = [0.9, 0.6875]
-    from toolchain.retime import integral_matrices
+    from toolchain.dynamics.retiming import integral_matrices
 
     A = np.array([[[0.8, 0], [0.4, 0.95]]])
     At, Bt, _ = integral_matrices(A, np.array([[1.0, 0.5]]), np.zeros((1, 2)), 2.0)

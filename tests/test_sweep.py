@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from toolchain.cli import main
+from toolchain.cli.main import main
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CK = os.path.join(REPO, "examples", "temporal", "checkpoint.pt")

@@ -16,9 +16,9 @@ import torch
 from exporters.checkpoint import build_model
 from exporters.torch_run import run_torch
 from simulators.reference import simulate
-from toolchain.cli import main
+from toolchain.cli.main import main
 from toolchain.data import open_dataset
-from toolchain.graph import discretization_of, load_graph
+from toolchain.ir import discretization_of, load_graph
 from toolchain.program import lower
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

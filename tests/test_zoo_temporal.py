@@ -17,7 +17,7 @@ from examples.transfer.train import calibrate, linear_cka, replacement_probabili
 from exporters.torch_run import run_torch
 from exporters.torch_to_nir import export_model
 from simulators.reference import simulate
-from toolchain.graph import discretization_of, load_graph, save_graph
+from toolchain.ir import discretization_of, load_graph, save_graph
 from toolchain.program import lower
 
 

@@ -21,8 +21,8 @@ from examples.segmentation.model import build_model as build_deeplab
 from exporters.torch_run import run_torch
 from exporters.torch_to_nir import export_model
 from simulators.reference import simulate
-from toolchain import segmentation as seg
-from toolchain.graph import discretization_of, load_graph, save_graph
+from toolchain.analysis import segmentation as seg
+from toolchain.ir import discretization_of, load_graph, save_graph
 from toolchain.program import lower
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -190,7 +190,7 @@ def test_predictions_from_output_over_time():
 def test_segmentation_record_cli_and_report(tmp_path):
     """``nirdeploy simulate --data`` with a dataset that has targets -> mean IoU in the record and
     the report; the image-level accuracy is not reported for a per-pixel output."""
-    from toolchain.cli import main
+    from toolchain.cli.main import main
     from toolchain.data.digits import make_segmentation_digits
 
     torch.manual_seed(5)
@@ -212,7 +212,7 @@ def test_segmentation_record_cli_and_report(tmp_path):
     graph = load_graph(nir_path)
     res = simulate(lower(graph, discretization_of(graph)), te.bin(2e-3))
     assert seg.segmentation_section(res.output(), te.targets)["mean_iou"] == pytest.approx(s["mean_iou"])
-    from toolchain.report import build_report
+    from toolchain.reports.report import build_report
 
     out = build_report(str(rec_path), str(tmp_path / "report.html"))
     assert "segmentation" in out["sections"]
@@ -236,7 +236,7 @@ def test_segmentation_record_cli_and_report(tmp_path):
 # --------------------------------------------------------------------------- Lava
 def _lava_equals_reference(model, x):
     from simulators.backends import run
-    from toolchain.records import compare_results
+    from toolchain.analysis.records import compare_results
 
     graph = export_model(model, readout="sum")
     program = lower(graph, discretization_of(graph))

@@ -26,17 +26,17 @@ def run_demo(out: str, lava_samples: int = 32, quiet: bool = False) -> dict:
     from exporters.torch_run import run_torch
     from exporters.torch_to_nir import export_model
     from simulators.backends import run
-    from toolchain.cli import _console, _table
+    from toolchain.reports.console import console as new_console, table
     from toolchain.data import open_dataset
-    from toolchain.graph import discretization_of, load_graph, save_graph
+    from toolchain.ir import discretization_of, load_graph, save_graph
     from toolchain.program import lower
-    from toolchain.records import compare_results, run_record, write_json
+    from toolchain.analysis.records import compare_results, run_record, write_json
 
     if not DEMO_CHECKPOINT.exists():
         raise NirDeployError(f"the demo checkpoint {DEMO_CHECKPOINT} is missing (run from a nirdeploy checkout)")
     if str(REPO) not in sys.path:
         sys.path.insert(0, str(REPO))
-    console = _console()
+    console = new_console()
     os.makedirs(out, exist_ok=True)
     t_start = time.perf_counter()
 
@@ -113,12 +113,12 @@ def run_demo(out: str, lava_samples: int = 32, quiet: bool = False) -> dict:
             l_ref["name"], l_ref["type"], l_ref["neurons"], l_ref["spikes_per_sample"],
             l_lava["spikes_per_sample"] if l_lava else "", ag if ag is not None else "",
         ])
-    console.print(_table(
+    console.print(table(
         "spikes per layer (reference: whole test set; Lava: first %d samples)" % n_lava,
         ["layer", "type", "neurons", "ref spikes/sample", "lava spikes/sample", "ref=lava"],
         rows,
     ))
-    console.print(_table(
+    console.print(table(
         "accuracy and agreement",
         ["run", "samples", "accuracy", "spike agreement", "prediction agreement"],
         [
@@ -137,7 +137,7 @@ def run_demo(out: str, lava_samples: int = 32, quiet: bool = False) -> dict:
 # --------------------------------------------------------------------------- metrics, energy, report
 def _demo_report(out: str, console) -> None:
     """Metrics/energy table of the reference run and DIR/report.html + DIR/report.md (issue 5)."""
-    from toolchain.report import build_report, print_summary
+    from toolchain.reports.report import build_report, print_summary
 
     res = build_report(os.path.join(out, "run_reference.json"), os.path.join(out, "report.html"), os.path.join(out, "report.md"))
     print_summary(res, console)

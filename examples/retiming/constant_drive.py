@@ -22,9 +22,9 @@ import nir
 import numpy as np
 
 from simulators.reference import simulate
-from toolchain.graph import Discretization, discretization_of, make_graph
+from toolchain.ir import Discretization, discretization_of, make_graph
 from toolchain.program import lower
-from toolchain.retime import retime
+from toolchain.passes.retime import retime
 
 DT_S = 1e-3
 DTS = [1e-4, 2e-4, 2.5e-4, 5e-4, 1e-3, 1.5e-3, 2e-3, 3e-3, 4e-3]

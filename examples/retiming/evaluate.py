@@ -4,7 +4,7 @@ For each seed this trains the demo model (examples/temporal/train.py) at every t
 ``--dts`` (0.25, 0.5, 1, 2, 4 ms by default). Each trained model is a *source*: it is exported,
 retimed with every method (tau = the reference, integral, exact, euler, and none = no
 adaptation) to every other timestep, and evaluated on the test split re-binned from the raw
-event timestamps at the target dt (reference simulator, via ``toolchain.sweep``). The model
+event timestamps at the target dt (reference simulator, via ``toolchain.reports.sweep``). The model
 trained directly at the target dt is the *oracle*.
 
 Outputs in ``--out`` (default docs/results/retiming): ``results.json`` (every cell),
@@ -50,7 +50,7 @@ def _train_one(dt: float, seed: int, path: str, epochs: int) -> Dict:
 def _export(ckpt: str, out: str) -> str:
     from exporters.checkpoint import build_model
     from exporters.torch_to_nir import export_model
-    from toolchain.graph import save_graph
+    from toolchain.ir import save_graph
 
     if not os.path.exists(out):
         model, extra = build_model("examples.temporal.model:build_model", ckpt)
@@ -97,7 +97,7 @@ def main(argv=None) -> int:
                     json.dump(list(trained.values()), f, indent=1)
 
     # 2. every trained model as a source, retimed to every dt with every method (cached cells)
-    from toolchain.sweep import sweep
+    from toolchain.reports.sweep import sweep
 
     cells: List[Dict] = []
     for s in seeds:

@@ -26,7 +26,7 @@ the class scores are summed (three edges into the readout node; no concatenation
 NIR and Lava lack). The network's output is the class score map at 1/2 resolution (output
 stride 2); the scores summed over time (``readout = "sum"``) are upsampled bilinearly to
 32 x 32 and the argmax over classes is the predicted mask -- on the host, after the chip
-(toolchain/segmentation.py).
+(toolchain/analysis/segmentation.py).
 
 Why DeepLab v2's fusion rather than v3's (branches concatenated, projected by a 1x1 conv into a
 further spiking layer, then classified): with binary spikes the extra spiking layer stalled
@@ -53,7 +53,7 @@ from examples.resnet.fast import cell_run, frames
 #: per-pixel class scores = the readout layer's membrane potential summed over time
 readout = "sum"
 
-#: host-side upsampling of the score map to the mask size (toolchain/segmentation.py)
+#: host-side upsampling of the score map to the mask size (toolchain/analysis/segmentation.py)
 upsampling = "bilinear"
 
 

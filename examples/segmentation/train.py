@@ -19,7 +19,7 @@ How it trains (none of it changes the deployed model):
 * Adam with a one-cycle schedule.
 
 The reported test mean IoU is measured with the per-step model (``model(x_t, state)`` once per
-step, eval mode), through ``toolchain.segmentation`` (bilinear upsampling, argmax, IoU).
+step, eval mode), through ``toolchain.analysis.segmentation`` (bilinear upsampling, argmax, IoU).
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from examples.resnet.fast import run_steps
 from examples.segmentation.model import build_model, readout, upsampling
 from examples.training import factory_kwargs, fit_one_cycle
-from toolchain import segmentation as seg
+from toolchain.analysis import segmentation as seg
 from exporters.checkpoint import save_checkpoint
 
 DEFAULTS = dict(dt=4e-3, epochs=15, batch_size=16, lr=1e-2, n_train=1000, n_test=200, alpha=2.0, data_seed=0)

@@ -19,7 +19,7 @@ import numpy as np
 import nir
 
 from toolchain.errors import NirDeployError
-from toolchain.graph import graph_metadata, make_graph, node_type
+from toolchain.ir import graph_metadata, make_graph, node_type
 
 
 @dataclass(eq=False)

@@ -27,62 +27,15 @@ netx exporter names it when it refuses it.
 from __future__ import annotations
 
 import copy
-from typing import Dict, Optional, Tuple
+from typing import Optional
 
 import numpy as np
 import torch
 
-from toolchain.errors import NirDeployError
-from toolchain.graph import graph_metadata, make_graph, node_type, topology
-
-POOL_TYPES = ("SumPool2d", "AvgPool2d")
-
-
-def _pair(v) -> Tuple[int, int]:
-    a = np.asarray(v).reshape(-1).astype(int).tolist()
-    return (a[0], a[0]) if len(a) == 1 else (a[0], a[1])
-
-
-def infer_shapes(graph) -> Dict[str, Tuple[int, ...]]:
-    """Output shape of every node (linear nodes run on zeros, neurons keep their input's shape)."""
-    import nir
-
-    from toolchain.program import linear_fns
-
-    topo = topology(graph)
-    shapes: Dict[str, Tuple[int, ...]] = {}
-    for name in topo.order:
-        node = graph.nodes[name]
-        if isinstance(node, nir.Input):
-            t = node.input_type or node.output_type
-            shapes[name] = tuple(int(d) for d in np.asarray(next(iter(t.values()))).reshape(-1))
-            continue
-        preds = topo.preds[name]
-        if not preds:
-            raise NirDeployError(f"node {name!r} has no forward input")
-        shape = shapes[preds[0]]
-        t = node_type(node)
-        if t in ("Affine", "Linear", "Conv1d", "Conv2d", "SumPool2d", "AvgPool2d", "Flatten", "Scale"):
-            fn, _ = linear_fns(node, name)
-            with torch.no_grad():
-                shapes[name] = tuple(fn(torch.zeros((1,) + shape, dtype=torch.float64)).shape[1:])
-        else:
-            shapes[name] = shape
-    return shapes
-
-
-def _conv_padding(conv, kernel_hw) -> Optional[Tuple[int, int]]:
-    pad = conv.padding
-    if isinstance(pad, (bytes, str)):
-        pad = pad.decode() if isinstance(pad, bytes) else pad
-        if pad == "valid":
-            return (0, 0)
-        dil = _pair(conv.dilation)
-        eff = [dil[i] * (kernel_hw[i] - 1) for i in range(2)]
-        if any(e % 2 for e in eff):
-            return None
-        return (eff[0] // 2, eff[1] // 2)
-    return _pair(pad)
+from toolchain.ir.graph import make_graph
+from toolchain.ir.metadata import graph_metadata
+from toolchain.ir.nodes import POOL_TYPES, explicit_padding, linear_fns, node_type, pair
+from toolchain.ir.shapes import output_shapes
 
 
 def fold_pool_into_conv(pool, conv, in_shape) -> Optional[object]:
@@ -92,9 +45,9 @@ def fold_pool_into_conv(pool, conv, in_shape) -> Optional[object]:
     W = np.asarray(conv.weight, dtype=np.float64)
     if W.ndim != 4:
         return None
-    kp, sp, pp = _pair(pool.kernel_size), _pair(pool.stride), _pair(pool.padding)
-    sc, dc = _pair(conv.stride), _pair(conv.dilation)
-    pc = _conv_padding(conv, W.shape[2:])
+    kp, sp, pp = pair(pool.kernel_size), pair(pool.stride), pair(pool.padding)
+    sc, dc = pair(conv.stride), pair(conv.dilation)
+    pc = explicit_padding(conv)
     if pc is None:
         return None
     d = 1.0 if node_type(pool) == "SumPool2d" else float(kp[0] * kp[1])
@@ -119,8 +72,6 @@ def fold_pool_into_conv(pool, conv, in_shape) -> Optional[object]:
         bias=np.asarray(bias, dtype=np.float64) if bias is not None else np.zeros(co),
     )
     # check on a random input: the fold must be exact (it is not when padding meets leftover rows)
-    from toolchain.program import linear_fns
-
     rng = np.random.default_rng(0)
     x = torch.as_tensor(rng.normal(size=(2,) + tuple(in_shape)))
     with torch.no_grad():
@@ -137,8 +88,6 @@ def fold_pool_into_conv(pool, conv, in_shape) -> Optional[object]:
 def fold_pool_into_affine(pool, affine, in_shape):
     """``Affine(Flatten(pool(x)))`` as an Affine on the flattened pool input (C, H, W)."""
     import nir
-
-    from toolchain.program import linear_fns
 
     Wt = torch.as_tensor(np.asarray(affine.weight, dtype=np.float64))
     n_out = Wt.shape[0]
@@ -161,7 +110,7 @@ def fold_pooling(graph):
     while changed:
         changed = False
         g = make_graph(nodes, edges, graph_metadata(graph))
-        shapes = infer_shapes(g)
+        shapes = output_shapes(g)
         preds = {k: [a for a, b in edges if b == k] for k in nodes}
         succs = {k: [b for a, b in edges if a == k] for k in nodes}
         for name, node in list(nodes.items()):

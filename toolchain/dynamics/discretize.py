@@ -36,8 +36,8 @@ from typing import Dict, Optional, Tuple
 
 import numpy as np
 
-from .errors import NirDeployError, UnsupportedNodeError
-from .graph import Discretization, NEURON_TYPES, node_type
+from toolchain.errors import NirDeployError, UnsupportedNodeError
+from toolchain.ir import Discretization, NEURON_TYPES, node_type
 
 SPIKING = {"LIF": True, "CubaLIF": True, "IF": True, "LI": False, "CubaLI": False, "I": False}
 N_STATES = {"LI": 1, "LIF": 1, "IF": 1, "I": 1, "CubaLI": 2, "CubaLIF": 2}

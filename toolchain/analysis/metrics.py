@@ -37,7 +37,8 @@ from typing import Dict, List, Optional
 import numpy as np
 import torch
 
-from .program import Program, linear_fns
+from toolchain.ir.nodes import linear_fns
+from toolchain.program import Program
 
 SYNAPTIC_TYPES = ("Affine", "Linear", "Conv1d", "Conv2d")
 CONV_TYPES = ("Conv1d", "Conv2d")

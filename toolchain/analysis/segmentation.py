@@ -27,7 +27,7 @@ from typing import Any, Dict, Optional, Sequence
 
 import numpy as np
 
-from .errors import NirDeployError
+from toolchain.errors import NirDeployError
 
 UPSAMPLING = ("bilinear", "nearest")
 

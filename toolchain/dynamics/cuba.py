@@ -7,7 +7,7 @@ Lava's LIF process (``lava/proc/lif/process.py``) computes, per neuron and step:
     spike where v[k] > vth;  v <- 0 where it spiked
 
 with ``du``, ``dv`` and ``vth`` scalars per Lava process and ``bias`` per neuron. A layer of
-:class:`~toolchain.discretize.NeuronSSM` neurons maps onto it as follows (per neuron).
+:class:`~toolchain.dynamics.discretize.NeuronSSM` neurons maps onto it as follows (per neuron).
 
 One-state neurons (LI, LIF, IF, I): ``v[k] = a v[k-1] + B u[k] + c``. With ``du = 1`` the
 current holds only this step's input, so ``dv = 1 - a``, the incoming weights are scaled by
@@ -48,8 +48,8 @@ from typing import List, Optional, Tuple
 
 import numpy as np
 
-from .discretize import NeuronSSM
-from .errors import NirDeployError, UnsupportedNodeError
+from toolchain.dynamics.discretize import NeuronSSM
+from toolchain.errors import NirDeployError, UnsupportedNodeError
 
 #: relative tolerance under which two floating-point coefficients count as equal
 TOL = 1e-9

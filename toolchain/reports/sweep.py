@@ -17,7 +17,7 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from .errors import NirDeployError
+from toolchain.errors import NirDeployError
 
 
 @dataclass(frozen=True)
@@ -46,17 +46,17 @@ def run_cell(
 
     from simulators.backends import run
     from toolchain.data import open_dataset
-    from toolchain.graph import Discretization, discretization_of, graph_metadata, load_graph
+    from toolchain.ir import Discretization, discretization_of, graph_metadata, load_graph
     from toolchain.program import lower
-    from toolchain.records import run_record, write_json
-    from toolchain.retime import retime
-    from toolchain.segmentation import class_names_of
+    from toolchain.analysis.records import run_record, write_json
+    from toolchain.passes.retime import retime
+    from toolchain.analysis.segmentation import class_names_of
 
     torch.set_num_threads(threads)
     graph = load_graph(model_path)
     src = Discretization.from_metadata(source) if source else discretization_of(graph)
     g = retime(graph, cell.dt, cell.method, source=src)
-    from toolchain.graph import discretization_of as disc_of
+    from toolchain.ir import discretization_of as disc_of
 
     program = lower(g, disc_of(g))
     ds = open_dataset(data)
@@ -126,8 +126,8 @@ def sweep(
     source: Optional[dict] = None,
     profile: Optional[str] = None,
 ) -> Dict:
-    from toolchain.graph import discretization_of, load_graph
-    from toolchain.retime import BASELINES, METHODS
+    from toolchain.ir import discretization_of, load_graph
+    from toolchain.dynamics.retiming import BASELINES, METHODS
 
     graph = load_graph(model_path)
     src = discretization_of(graph) if source is None else None
@@ -205,14 +205,14 @@ def _guarded(model_path, data, cell, backend, samples, out_dir, source, src_dt, 
     except NirDeployError as e:
         row = _failed_row(cell, src_dt, str(e))
         row.update(backend=backend, profile=_profile(backend, profile))
-        from toolchain.records import write_json
+        from toolchain.analysis.records import write_json
 
         write_json(row, os.path.join(out_dir, "cells", cell.key + ".json"))
         return row
 
 
 def write_sweep(result: Dict, out_dir: str) -> None:
-    from toolchain.records import write_json
+    from toolchain.analysis.records import write_json
 
     write_json(result, os.path.join(out_dir, "sweep.json"))
     with open(os.path.join(out_dir, "sweep.csv"), "w", newline="") as f:

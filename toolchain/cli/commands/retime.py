@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from toolchain.dynamics.retiming import BASELINES, METHODS
 from toolchain.errors import NirDeployError
+from toolchain.ir.metadata import CONVENTIONS, SCHEMES
 
 METHOD_HELP = "tau (reference), integral, euler, exact; 'none' keeps the trained update (no adaptation)"
 
@@ -23,13 +25,10 @@ def _floats(s: str, what: str):
 
 
 def cmd_retime(args) -> int:
-    from toolchain.graph import discretization_of, load_graph, save_graph
-    from toolchain.retime import retime
+    from toolchain import api
 
-    graph = load_graph(args.model)
-    src = discretization_of(graph, dt=args.source_dt, scheme=args.scheme, input_convention=args.input_convention)
-    out = retime(graph, args.dt, args.method, source=src)
-    save_graph(out, args.output)
+    out = api.retime(args.model, args.dt, args.method, source_dt=args.source_dt, scheme=args.scheme,
+                     input_convention=args.input_convention, output=args.output)  # fmt: skip
     r = out.metadata["retime"]
     adapted = list((out.metadata.get("ssm") or {}).keys())
     note = f"; exact adapted matrices kept for {', '.join(adapted)}" if adapted else ""
@@ -38,9 +37,9 @@ def cmd_retime(args) -> int:
 
 
 def cmd_sweep(args) -> int:
-    from toolchain.cli import _console, _table
-    from toolchain.graph import discretization_of, load_graph
-    from toolchain.sweep import sweep
+    from toolchain.reports.console import console as new_console, table
+    from toolchain.ir import discretization_of, load_graph
+    from toolchain.reports.sweep import sweep
 
     dts = _floats(args.dt, "--dt")
     methods = [m.strip() for m in args.method.split(",") if m.strip()]
@@ -61,7 +60,7 @@ def cmd_sweep(args) -> int:
                      "" if r.get("spikes_per_sample") is None else r["spikes_per_sample"],
                      r.get("error", "")[:60]])
     if not args.quiet:
-        _console().print(_table(f"sweep on {args.backend} (trained at dt={res['source_dt'] * 1e3:g} ms)",
+        new_console().print(table(f"sweep on {args.backend} (trained at dt={res['source_dt'] * 1e3:g} ms)",
                                 ["dt", "rho", "method", metric.replace("_", " "), "spikes/sample", "note"], rows))
     print(f"wrote {args.output}/sweep.json, sweep.csv, {metric}_vs_dt.png, spikes_vs_dt.png")
     return 0
@@ -71,29 +70,29 @@ def register(sub) -> None:
     p = sub.add_parser("retime", help="re-discretize a .nir graph for another timestep (zero-shot)")
     p.add_argument("model")
     p.add_argument("--dt", type=float, required=True, help="target timestep in seconds")
-    p.add_argument("--method", required=True, choices=("tau", "integral", "euler", "exact", "none"), help=METHOD_HELP)
+    p.add_argument("--method", required=True, choices=METHODS + BASELINES, help=METHOD_HELP)
     p.add_argument("-o", "--output", required=True)
-    p.add_argument("--source-dt", type=float, help="the graph's own dt, for graphs written by other tools")
-    p.add_argument("--scheme", choices=("exact", "euler"))
-    p.add_argument("--input-convention", choices=("current", "impulse"))
+    p.add_argument("--source-dt", type=float, help="the timestep the graph was trained at, for graphs written by other tools (default: its metadata)")
+    p.add_argument("--scheme", choices=SCHEMES)
+    p.add_argument("--input-convention", choices=CONVENTIONS)
     p.set_defaults(func=cmd_retime)
 
     p = sub.add_parser("sweep", help="accuracy and spikes over target timesteps x retiming methods")
     p.add_argument("model")
-    from toolchain.cli import DATA_HELP
+    from toolchain.cli.main import DATA_HELP
 
     p.add_argument("--data", required=True, help=DATA_HELP)
     p.add_argument("--dt", required=True, help="comma-separated target timesteps in seconds")
     p.add_argument("--method", default="tau,integral,euler,exact", help="comma-separated: " + METHOD_HELP)
     p.add_argument("--backend", default="reference", choices=("reference", "lava-float", "lava-fixed", "emulator"))
-    from toolchain.cli import _add_profile_arg
+    from toolchain.cli.main import _add_profile_arg
 
     _add_profile_arg(p)
     p.add_argument("--samples", type=int)
     p.add_argument("--workers", type=int, help="parallel cells (default: number of cores)")
-    p.add_argument("--source-dt", type=float, help="the graph's own dt, for graphs written by other tools")
-    p.add_argument("--scheme", choices=("exact", "euler"))
-    p.add_argument("--input-convention", choices=("current", "impulse"))
+    p.add_argument("--source-dt", type=float, help="the timestep the graph was trained at, for graphs written by other tools (default: its metadata)")
+    p.add_argument("--scheme", choices=SCHEMES)
+    p.add_argument("--input-convention", choices=CONVENTIONS)
     p.add_argument("-o", "--output", required=True, help="output directory")
     p.add_argument("-q", "--quiet", action="store_true")
     p.set_defaults(func=cmd_sweep)

@@ -8,7 +8,7 @@ from toolchain.errors import NirDeployError
 
 
 def cmd_report(args) -> int:
-    from toolchain.report import build_report, print_summary
+    from toolchain.reports.report import build_report, print_summary
 
     out = args.output
     stem, ext = os.path.splitext(out)

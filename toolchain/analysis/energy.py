@@ -1,9 +1,9 @@
 """Energy per inference from counted events and published per-event costs (models as data).
 
-An energy model is a small TOML file (``toolchain/energy_models/*.toml`` or the user's own)
+An energy model is a small TOML file (``toolchain/analysis/energy_models/*.toml`` or the user's own)
 with a cost per event kind, each with its source and status (confirmed / unconfirmed /
 assumption / derived), optionally a static power and the per-event latencies that give the time
-per step. Event kinds, all per inference (per sample), counted by :mod:`toolchain.metrics`:
+per step. Event kinds, all per inference (per sample), counted by :mod:`toolchain.analysis.metrics`:
 
 ``synop_dense`` / ``synop_conv``  synaptic operations (NeuroBench Effective_ACs + Effective_MACs)
                                   of dense (Affine/Linear) and convolutional connections
@@ -28,7 +28,7 @@ import os
 from pathlib import Path
 from typing import Dict, Iterable, Optional, Union
 
-from .errors import NirDeployError
+from toolchain.errors import NirDeployError
 
 MODEL_DIR = Path(__file__).resolve().parent / "energy_models"
 EVENT_KINDS = (

@@ -17,7 +17,7 @@ import io
 import os
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from .errors import NirDeployError
+from toolchain.errors import NirDeployError
 
 SECTION_TITLES = {
     "summary": "Summary",
@@ -37,7 +37,7 @@ SECTION_TITLES = {
 # --------------------------------------------------------------------------- input
 def load_input(path: str) -> Tuple[str, dict]:
     """("run", record) or ("sweep", sweep) from a run record, a sweep.json or a sweep directory."""
-    from .records import read_json
+    from toolchain.analysis.records import read_json
 
     p = path
     if os.path.isdir(p):
@@ -58,7 +58,7 @@ def with_energy_models(rec: dict, models: Optional[Sequence[str]]) -> dict:
         return rec
     if "metrics" not in rec or "resources" not in rec:
         raise NirDeployError("this run record has no metrics/resources section (it was written without the program); cannot apply energy models")
-    from .energy import energy_section
+    from toolchain.analysis.energy import energy_section
 
     out = dict(rec)
     out["energy"] = energy_section(rec["metrics"], rec["resources"], list(models))
@@ -137,7 +137,7 @@ def run_tables(rec: dict) -> Dict[str, List[Tuple[str, List[str], List[List[str]
         summ.append(["metrics error", rec["metrics_error"]])
     t["summary"] = [("Run", ["quantity", "value"], [[a, str(b)] for a, b in summ])]
     sg = rec.get("segmentation")
-    if sg:  # segmentation run (toolchain/segmentation.py): per-pixel output scored by IoU
+    if sg:  # segmentation run (toolchain/analysis/segmentation.py): per-pixel output scored by IoU
         t["summary"][0][2].insert(6, ["mean IoU", _f(sg.get("mean_iou"))])
         rows = [
             ["mean IoU", _f(sg.get("mean_iou"))],
@@ -488,9 +488,9 @@ def print_summary(result: Dict[str, object], console=None) -> None:
     from rich.table import Table
 
     if console is None:
-        from toolchain.cli import _console
+        from toolchain.reports.console import console as new_console
 
-        console = _console()
+        console = new_console()
 
     def show(ttl, cols, rows):
         t = Table(title=ttl, title_justify="left")

@@ -58,18 +58,18 @@ def run_record(
     """The run record of ``result``.
 
     With ``program`` (and ``metrics=True``) the record also gets ``metrics`` (NeuroBench-style
-    activity metrics, see toolchain/metrics.py), ``resources`` (Loihi 2 cores and chips),
+    activity metrics, see toolchain/analysis/metrics.py), ``resources`` (Loihi 2 cores and chips),
     ``energy`` (the default energy models, or ``energy_models``: names or TOML files) and
     ``raster`` (spike events of sample 0). ``inputs`` (the simulated input
     [samples, steps, ...]) lets the connections that read the input count their operations.
 
     ``targets`` (per-pixel masks ``[samples, H, W]``) make it a segmentation record: a
-    ``segmentation`` section (mean IoU, per-class IoU, pixel accuracy; toolchain/segmentation.py)
+    ``segmentation`` section (mean IoU, per-class IoU, pixel accuracy; toolchain/analysis/segmentation.py)
     instead of the image-level ``accuracy`` and ``predictions``.
     """
     seg = None
     if targets is not None:  # segmentation: the output is a per-pixel score map
-        from toolchain.segmentation import segmentation_section
+        from toolchain.analysis.segmentation import segmentation_section
 
         seg = segmentation_section(result.output(), targets, readout, class_names=class_names)
         labels = None  # an image-level label is not what a per-pixel output predicts
@@ -127,9 +127,9 @@ def activity_sections(result: SimResult, program, inputs=None, energy_models=Non
     A failure here must not cost the user the run it follows: it is recorded as
     ``metrics_error`` instead (and the tests make sure it does not happen for supported graphs).
     """
-    from toolchain import energy as _energy
-    from toolchain import metrics as _metrics
-    from toolchain import resources as _resources
+    from toolchain.analysis import energy as _energy
+    from toolchain.analysis import metrics as _metrics
+    from toolchain.analysis import resources as _resources
 
     out: Dict[str, Any] = {}
     try:

@@ -1,7 +1,7 @@
 """Chip resources: neurons, synapses, fan-in/fan-out per layer and the Loihi 2 cores and chips.
 
 The per-core limits come from the ``[chip]`` section of an energy-model file (default:
-``toolchain/energy_models/loihi2_estimate.toml``), where each limit carries its source and
+``toolchain/analysis/energy_models/loihi2_estimate.toml``), where each limit carries its source and
 whether it is confirmed. The mapping is the simple one Lava's compiler starts from: every neuron
 layer gets its own cores, neurons are split into contiguous blocks, and a layer needs
 
@@ -24,15 +24,15 @@ from typing import Dict, Optional
 import numpy as np
 import torch
 
-from .metrics import CONV_TYPES, _binary_fn, downstream_neuron, fanin_vector, fanout_vector, synaptic_ops_of
-from .program import Program
+from toolchain.analysis.metrics import CONV_TYPES, _binary_fn, downstream_neuron, fanin_vector, fanout_vector, synaptic_ops_of
+from toolchain.program import Program
 
 #: above this many (source x target) pairs the destination cores are estimated, not enumerated
 EXACT_PAIR_LIMIT = 50_000_000
 
 
 def default_chip() -> Dict[str, object]:
-    from .energy import load_model
+    from toolchain.analysis.energy import load_model
 
     return dict(load_model("loihi2-estimate").get("chip", {}))
 
@@ -82,7 +82,7 @@ def chip_resources(program: Program, chip: Optional[Dict[str, object]] = None) -
     target = {k: downstream_neuron(program, k) for k in ops}
     sources = {}
     for k in ops:
-        from .metrics import upstream_sources
+        from toolchain.analysis.metrics import upstream_sources
 
         sources[k] = upstream_sources(program, k)
 

@@ -1,1 +1,0 @@
-"""CLI subcommands beyond the core ones in toolchain/cli.py; each module defines register(subparsers)."""

@@ -1,0 +1,164 @@
+"""Reading, writing and checking NIR graphs, and the discretization they carry.
+
+NIR stores continuous-time parameters and no timestep. A graph written by nirdeploy carries in
+``graph.metadata`` everything needed to recover the trained discrete model exactly::
+
+    dt                        seconds per time step the model was trained at
+    scheme                    "exact" (A = expm(Ac dt)) or "euler" (semi-implicit, current first)
+    input_convention          "current" (a count is a current held for the bin) or
+                              "impulse" (a count is a Dirac impulse: B = Bc)
+    reset                     "value" (v <- v_reset, NIR's rule) or "subtract" (v <- v - v_th)
+    v_init                    initial membrane potential: "zero", "v_leak" or "v_reset"
+    node_conventions          per-node overrides of input_convention / v_init
+    source_framework(_version) who trained it
+    readout                   how outputs become a class: "sum", "max", "mean" or "last" over time
+
+Graphs written elsewhere have none of this; the user must supply at least ``dt``.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any, Dict, Iterable, Mapping, Optional
+
+import numpy as np
+
+from toolchain.errors import NirDeployError
+
+SCHEMES = ("exact", "euler")
+CONVENTIONS = ("current", "impulse")
+RESETS = ("value", "subtract")
+V_INITS = ("zero", "v_leak", "v_reset")
+READOUTS = ("sum", "max", "mean", "last")
+
+NEURON_TYPES = ("LI", "LIF", "CubaLI", "CubaLIF", "IF", "I")
+
+
+# --------------------------------------------------------------------------- metadata
+def _py(v: Any) -> Any:
+    """numpy scalars / bytes from HDF5 -> plain Python values."""
+    if isinstance(v, bytes):
+        return v.decode("utf8")
+    if isinstance(v, np.ndarray) and v.shape == ():
+        return v.item()
+    if isinstance(v, np.generic):
+        return v.item()
+    if isinstance(v, dict):
+        return {str(k): _py(x) for k, x in v.items()}
+    return v
+
+
+def graph_metadata(graph) -> Dict[str, Any]:
+    """The graph's metadata as a plain dict (nir leaves the ``dict`` class there when empty)."""
+    meta = getattr(graph, "metadata", None)
+    if not isinstance(meta, dict):
+        return {}
+    return _py(meta)
+
+
+@dataclass(frozen=True)
+class Discretization:
+    """How a NIR graph's continuous-time neurons become discrete-time ones."""
+
+    dt: float
+    scheme: str = "exact"
+    input_convention: str = "current"
+    reset: str = "value"
+    v_init: str = "zero"
+    node_conventions: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+
+    def __post_init__(self):
+        if not np.isfinite(self.dt) or self.dt <= 0:
+            raise NirDeployError(f"dt must be a positive number of seconds, got {self.dt!r}")
+        _check_choice("scheme", self.scheme, SCHEMES)
+        _check_choice("input convention", self.input_convention, CONVENTIONS)
+        _check_choice("reset", self.reset, RESETS)
+        _check_choice("v_init", self.v_init, V_INITS)
+        for node, conv in self.node_conventions.items():
+            if "input_convention" in conv:
+                _check_choice(f"input convention of node {node!r}", conv["input_convention"], CONVENTIONS)
+            if "v_init" in conv:
+                _check_choice(f"v_init of node {node!r}", conv["v_init"], V_INITS)
+
+    def convention(self, node: str) -> str:
+        return self.node_conventions.get(node, {}).get("input_convention", self.input_convention)
+
+    def initial_v(self, node: str) -> str:
+        return self.node_conventions.get(node, {}).get("v_init", self.v_init)
+
+    def replace(self, **kw) -> "Discretization":
+        d = dict(
+            dt=self.dt,
+            scheme=self.scheme,
+            input_convention=self.input_convention,
+            reset=self.reset,
+            v_init=self.v_init,
+            node_conventions=copy.deepcopy(dict(self.node_conventions)),
+        )
+        d.update(kw)
+        return Discretization(**d)
+
+    def to_metadata(self) -> Dict[str, Any]:
+        return {
+            "dt": float(self.dt),
+            "scheme": self.scheme,
+            "input_convention": self.input_convention,
+            "reset": self.reset,
+            "v_init": self.v_init,
+            "node_conventions": {k: dict(v) for k, v in self.node_conventions.items()},
+        }
+
+    @classmethod
+    def from_metadata(cls, meta: Mapping[str, Any]) -> "Discretization":
+        meta = _py(dict(meta))
+        return cls(
+            dt=float(meta["dt"]),
+            scheme=str(meta.get("scheme", "exact")),
+            input_convention=str(meta.get("input_convention", "current")),
+            reset=str(meta.get("reset", "value")),
+            v_init=str(meta.get("v_init", "zero")),
+            node_conventions={k: dict(v) for k, v in (meta.get("node_conventions") or {}).items()},
+        )
+
+
+def _check_choice(what: str, value: str, choices: Iterable[str]) -> None:
+    if value not in choices:
+        raise NirDeployError(f"unknown {what} {value!r}; choose one of {', '.join(choices)}")
+
+
+def discretization_of(
+    graph,
+    dt: Optional[float] = None,
+    scheme: Optional[str] = None,
+    input_convention: Optional[str] = None,
+    reset: Optional[str] = None,
+) -> Discretization:
+    """The discretization to simulate ``graph`` with.
+
+    Taken from the graph's metadata; options given here override it. A graph without a
+    ``dt`` in its metadata (written by another tool) needs ``dt`` from the caller.
+    """
+    meta = graph_metadata(graph)
+    if "dt" not in meta and dt is None:
+        raise NirDeployError(
+            "this graph carries no timestep in its metadata (it was not written by nirdeploy); "
+            "pass --dt SECONDS (and --scheme / --input-convention if not exact / current)"
+        )
+    base = Discretization.from_metadata(meta) if "dt" in meta else Discretization(dt=float(dt))
+    kw = {}
+    if dt is not None:
+        kw["dt"] = float(dt)
+    if scheme is not None:
+        kw["scheme"] = scheme
+    if input_convention is not None:
+        kw["input_convention"] = input_convention
+        kw["node_conventions"] = {
+            k: {kk: vv for kk, vv in v.items() if kk != "input_convention"}
+            for k, v in base.node_conventions.items()
+        }
+    if reset is not None:
+        kw["reset"] = reset
+    return base.replace(**kw) if kw else base
+
+

@@ -1,0 +1,270 @@
+"""Quantization pass: a lowered program -> Loihi fixed-point parameters for every Lava process.
+
+The network is first planned exactly as for the Lava floating-point backend
+(:func:`toolchain.loihi.plan.plan_network`: CUBA forms from ``toolchain/dynamics/cuba.py``, one LIF
+process per distinct (du, dv), thresholds folded into the incoming weights, one Dense/Conv per
+neuron-to-neuron connection, relays, gates). This pass turns every float process parameter into
+the integers Lava's bit-accurate models (tags ``fixed_pt`` / ``bit_accurate_loihi``) compute with.
+
+Arithmetic being targeted (lava-nc 0.10.0; file names relative to ``site-packages/lava``)::
+
+    Dense  (proc/dense/models.py, utils/weightutils.py)
+        weights: 8-bit; mixed-sign matrices are clipped to [-256, 255] and their last bit is
+        truncated (even values), i.e. an 8-bit signed mantissa m in [-128, 127] times 2
+        a = (sum_j w_ij s_j) << weight_exp   (>> -weight_exp for negative exponents: floor)
+        sent as int32; graded inputs (num_message_bits > 0) accumulate in int32
+    Conv   (proc/conv/models.py: PyConvModelFixed)
+        a = sum of w * s, wrapped to 24 bits (signed_clamp); weight_exp is ignored
+    LIF    (proc/lif/models.py: AbstractPyLifModelFixed, PyLifModelBitAcc)
+        u = sign(P) (|P| >> 12) + (a_in << 6),  P = u (4096 - (du + 1))    u wraps at 24 bits
+        v = sign(Q) (|Q| >> 12) + u + (bias_mant << bias_exp),  Q = v (4096 - dv)
+                                                   v saturates at +-(2^23 - 1)
+        spike where v > (vth << 6); v <- 0 where it spiked
+        du, dv: 12-bit decays (du + 1 up to 4096; du = -1 gives no current decay),
+        bias_mant: 13-bit signed, bias_exp: 3-bit (0..7), vth: 17-bit unsigned
+    netx   (lib/dl/netx/hdf5.py, lib/dl/netx/utils.py)
+        du = iDecay - 1, dv = vDecay, vth = vThMant, bias_exp = 6 for every layer, integer
+        weights in [-256, 254] with no exponent (optimize_weight_bits shifts them and undoes the
+        shift with weight_exp, so the effective exponent is 0)
+
+Per Lava LIF process (a *group*) the pass picks one scale ``K``: Lava float units -> integer
+state units, ``u_int ~ K U``, ``v_int ~ K V``. Then
+
+    weight   w = 2 round(K W / (128 2^e))     (even, |w| <= 254; e: the connection's exponent)
+    vth      vth_mant = round(K vth / 64)
+    bias     bias_mant = round(K b / 2^bias_exp)
+    decays   iDecay = round(du 4096)  (Lava du = iDecay - 1),  dv = round(dv 4096)
+
+``K`` is the largest value that keeps every incoming weight mantissa within 254 with exponent 0
+(the netx convention: the largest weight of a layer uses the whole 8-bit range), the threshold
+mantissa at most 2^15 (a quarter of the 24-bit range; 2^14 for gated recurrent sources), and the
+bias mantissa within 13 bits. With calibration inputs (and a ``measure``: the emulator) the pass also runs them and
+lowers ``K`` of every group whose u or v came within a factor 2 of the 24-bit range.
+
+Profiles: ``"netx"`` (default; what ``nirdeploy deploy`` writes) uses weight exponent 0 and bias
+exponent 6 everywhere. ``"loihi"`` additionally gives Dense connections a negative weight exponent
+where the layer's ``K`` is below what their weights could use (more mantissa bits, the sum is
+shifted right instead) and picks the smallest bias exponent that fits the biases.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Dict, List, Optional
+
+import numpy as np
+
+from toolchain.errors import NirDeployError, UnsupportedNodeError
+from toolchain.loihi.bits import (
+    BIAS_EXP_MAX,
+    BIAS_MANT_MAX,
+    CALIB_FILL,
+    EXACT_VTH_MIN,
+    NETX_BIAS_EXP,
+    PROFILES,
+    STATE_MAX,
+    VTH_MANT_LIMIT,
+    VTH_MANT_LIMIT_GATED,
+    VTH_MANT_MAX,
+    VTH_MANT_TARGET,
+    WEIGHT_EXP_MAX,
+    WEIGHT_EXP_MIN,
+    WEIGHT_MANT_MAX,
+)
+from toolchain.loihi.fixed import FixedConn, FixedGroup, FixedNetwork, _round, decay_int, quantize_weights
+from toolchain.loihi.plan import check_integer_inputs, plan_network
+from toolchain.loihi.report import build_report
+
+#: ``measure(fx, x) -> {group key: {"max_abs_u", "max_abs_v", ...}}``: runs a fixed network on
+#: integer inputs and reports the states each group reached (``simulators.emulator.state_stats``)
+Measure = Callable[[FixedNetwork, np.ndarray], Dict[str, dict]]
+
+
+# --------------------------------------------------------------------------- the pass
+def fold_pooling_program(program):
+    """``program`` with pooling folded into the following linear layer where that is exact.
+
+    Pooling is linear and netx has no pool layer (``toolchain/passes/fold_pooling.py``); folding
+    it here makes the fixed-point backends compute what ``nirdeploy deploy`` writes, and lets a
+    pool -> conv pair run as one Lava Conv instead of a dense matrix.
+    """
+    from toolchain.ir.nodes import POOL_TYPES
+    from toolchain.passes.fold_pooling import fold_pooling
+    from toolchain.program import lower
+
+    if not any(op.type in POOL_TYPES for op in program.ops.values()):
+        return program
+    folded = fold_pooling(program.graph)
+    if folded is program.graph:
+        return program
+    return lower(folded, program.disc)
+
+
+def quantize(
+    program,
+    calib_inputs=None,
+    profile: str = "netx",
+    measure: Optional[Measure] = None,
+    max_calib_rounds: int = 4,
+) -> FixedNetwork:
+    """Loihi fixed-point parameters for ``program`` (see the module docstring).
+
+    ``calib_inputs`` [samples, steps, *input_shape] (integer counts) with ``measure`` (a function
+    that runs a fixed network and reports the states reached, e.g.
+    ``simulators.emulator.state_stats``; ``simulators.emulator.calibrated_quantize`` passes it):
+    lower ``K`` where states come close to the 24-bit range and report what they reached.
+    """
+    if profile not in PROFILES:
+        raise NirDeployError(f"unknown quantization profile {profile!r}; choose one of {', '.join(PROFILES)}")
+    program = fold_pooling_program(program)
+    plan = plan_network(program, 1, 1)
+    state_limit: Dict[str, float] = {}
+    x = None
+    if calib_inputs is not None:
+        if measure is None:
+            raise NirDeployError("calibration inputs need a measure (simulators.emulator.calibrated_quantize)")
+        x = check_integer_inputs(program, calib_inputs)
+    x_max = max(1.0, float(np.max(np.abs(x)))) if x is not None and x.size else 1.0
+    fx = _quantize_plan(program, plan, profile, state_limit, x_max, x is not None)
+    if x is not None:
+        for _ in range(max_calib_rounds):
+            stats = measure(fx, x)
+            changed = False
+            for key, st in stats.items():
+                g = fx.groups[key]
+                peak = max(st["max_abs_u"], st["max_abs_v"])
+                if g.role == "neuron" and peak > CALIB_FILL * STATE_MAX:
+                    state_limit[key] = g.scale * CALIB_FILL * STATE_MAX / peak * 0.95
+                    changed = True
+            if not changed:
+                break
+            fx = _quantize_plan(program, plan, profile, state_limit, x_max, x is not None)
+        fx.report = build_report(fx, stats=measure(fx, x), x=x)
+    else:
+        fx.report = build_report(fx)
+    return fx
+
+
+def _quantize_plan(
+    program, plan, profile: str, state_limit: Dict[str, float], x_max: float = 1.0, calibrated: bool = False
+) -> FixedNetwork:
+    groups: Dict[str, FixedGroup] = {}
+    conns: List[FixedConn] = []
+    by_dst: Dict[str, list] = {}
+    for c in plan.conns:
+        by_dst.setdefault(c.dst, []).append(c)
+    for key, g in plan.groups.items():
+        what = f"node {g.node!r} ({program.ops[g.node].type})"
+        incoming = by_dst.get(key, [])
+        if g.role == "relay":
+            K, limit = 128.0, "relay"  # identity weight 2, threshold 1: repeats a binary spike exactly
+        else:
+            limits: Dict[str, float] = {}
+            wmax = [float(np.max(np.abs(c.weights))) if c.weights.size else 0.0 for c in incoming]
+            w_all = max(wmax, default=0.0)
+            if w_all > 0:
+                limits["weights"] = 64.0 * WEIGHT_MANT_MAX / w_all
+            if g.spiking:
+                if g.vth < 0:
+                    raise UnsupportedNodeError(
+                        f"{what}: its threshold lies {-g.vth:.6g} below its reset value; Loihi's threshold "
+                        f"mantissa is unsigned"
+                    )
+                if g.vth > 0:
+                    lim = VTH_MANT_LIMIT_GATED if g.gate else VTH_MANT_LIMIT
+                    limits["threshold"] = 64.0 * lim / g.vth
+            bmax = float(np.max(np.abs(g.bias))) if g.bias.size else 0.0
+            if bmax > 0:
+                bexp = NETX_BIAS_EXP if profile == "netx" else BIAS_EXP_MAX
+                limits["bias"] = BIAS_MANT_MAX * 2.0**bexp / bmax
+            if key in state_limit:
+                limits["state"] = state_limit[key]
+            if limits:
+                limit = min(limits, key=limits.get)
+                K = float(limits[limit])
+            else:
+                K, limit = 64.0 * WEIGHT_MANT_MAX, "none"
+            if profile == "loihi" and g.spiking and g.vth > 0 and K * g.vth / 64.0 < VTH_MANT_TARGET:
+                # weights much larger than the threshold: give the Dense inputs positive exponents
+                # so that the threshold mantissa gets VTH_MANT_TARGET levels (netx cannot do this)
+                up = {k: v for k, v in limits.items() if k != "weights"}
+                up["threshold_target"] = 64.0 * VTH_MANT_TARGET / g.vth
+                convs = [w for w, c in zip(wmax, incoming) if c.kind == "conv"]
+                if max(convs, default=0.0) > 0:  # Lava's fixed-point Conv has no weight exponent
+                    up["weights"] = 64.0 * WEIGHT_MANT_MAX / max(convs)
+                if w_all > 0:
+                    up["weight_exp"] = 64.0 * WEIGHT_MANT_MAX * 2.0**WEIGHT_EXP_MAX / w_all
+                if not calibrated and any(c.graded for c in incoming):  # input magnitudes unknown
+                    up["weights"] = min(up.get("weights", np.inf), limits.get("weights", np.inf))
+                step = 0.0  # largest per-step input (Lava float units): every source active, inputs at x_max
+                for c in incoming:
+                    rs = np.abs(c.weights).reshape(c.weights.shape[0], -1).sum(axis=1).max(initial=0.0)
+                    step += float(rs) * (x_max if c.graded else 1.0)
+                if step > 0:  # every input spiking at once must not take u beyond a quarter of the range
+                    up["input_step"] = STATE_MAX / 4 / step
+                K2_limit = min(up, key=up.get)
+                if up[K2_limit] > K:
+                    K, limit = float(up[K2_limit]), K2_limit
+        if g.role == "neuron" and g.spiking and g.vth > 0 and K * g.vth / 64.0 >= EXACT_VTH_MIN:
+            # lower K a little so that the threshold is an exact mantissa: v and the threshold then
+            # share one scale exactly, and the weights lose at most 1/EXACT_VTH_MIN of their range
+            K = 64.0 * math.floor(K * g.vth / 64.0 + 1e-9) / g.vth
+        du = decay_int(g.du, what, current=True)
+        dv = decay_int(g.dv, what, current=False)
+        if g.spiking:
+            vth = int(np.clip(np.rint(K * g.vth / 64.0), 0, VTH_MANT_MAX))
+        else:
+            vth = VTH_MANT_MAX
+        b = np.asarray(g.bias, dtype=np.float64) * K
+        if profile == "netx":
+            bexp = NETX_BIAS_EXP
+        else:
+            bm = float(np.max(np.abs(b))) if b.size else 0.0
+            bexp = 0
+            while bexp < BIAS_EXP_MAX and bm / 2.0**bexp > BIAS_MANT_MAX:
+                bexp += 1
+        bias_mant = np.clip(_round(b / 2.0**bexp), -BIAS_MANT_MAX, BIAS_MANT_MAX)
+        groups[key] = FixedGroup(
+            key=key,
+            node=g.node,
+            role=g.role,
+            idx=np.asarray(g.idx),
+            depth=int(g.depth),
+            spiking=bool(g.spiking),
+            du=du,
+            dv=dv,
+            vth=vth,
+            bias_mant=bias_mant,
+            bias_exp=int(bexp),
+            scale=K,
+            v_scale=np.asarray(g.v_scale, dtype=np.float64),
+            v_offset=np.asarray(g.v_offset, dtype=np.float64),
+            shape3=g.shape3,
+            gate=int(g.gate),
+            limit=limit,
+        )
+    for c in plan.conns:
+        K = groups[c.dst].scale
+        W = np.asarray(c.weights, dtype=np.float64)
+        e = 0
+        if profile == "loihi" and c.kind == "dense" and groups[c.dst].role == "neuron" and W.size:
+            wm = float(np.max(np.abs(W)))
+            if wm > 0:
+                need = K * wm / (64.0 * WEIGHT_MANT_MAX)  # 2^e that fills the mantissa range
+                e = int(np.clip(math.ceil(math.log2(need) - 1e-12), WEIGHT_EXP_MIN, WEIGHT_EXP_MAX))
+        conns.append(
+            FixedConn(
+                key=c.key,
+                src=c.src,
+                dst=c.dst,
+                kind=c.kind,
+                graded=bool(c.graded),
+                weights=quantize_weights(W, K, e),
+                weight_exp=e,
+                conv=dict(c.conv),
+                w_float=W,
+            )
+        )
+    return FixedNetwork(program=program, plan=plan, groups=groups, conns=conns, profile=profile)
+
+
