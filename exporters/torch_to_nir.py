@@ -38,8 +38,8 @@ import torch
 from toolchain import __version__ as NIRDEPLOY_VERSION
 from toolchain.errors import NirDeployError, UnsupportedNodeError
 from toolchain.ir import Discretization, graph_metadata, make_graph
-from toolchain.passes.broadcast import broadcast_params
-from toolchain.passes.fold_batchnorm import batchnorm_node, fold_batchnorm
+from toolchain.passes.fold_batchnorm import batchnorm_node
+from toolchain.passes.pipelines import run_pipeline
 
 from .layers import SumPool2d
 
@@ -381,7 +381,6 @@ def export_model(
 
     g = flatten_subgraphs(raw)
     g = _splice_identities(g)
-    g = fold_batchnorm(g)
     g = _rename_io(g)
     in_shape = tuple(int(d) for d in (input_shape or _infer_input_shape(model)))
     inp = [k for k, n in g.nodes.items() if isinstance(n, nir.Input)]
@@ -408,7 +407,8 @@ def export_model(
     if extra_metadata:
         meta.update(extra_metadata)
     g = make_graph(g.nodes, g.edges, meta)
-    g = broadcast_params(g)  # parameters per neuron; every node, Output included, declares its shapes
+    # BatchNorm folded, parameters per neuron, every node (Output included) declares its shapes
+    g = run_pipeline(g, "export")
     tm = {}
     for path in modules:  # node names are module paths; a recurrent cell's neuron is "<path>.lif"
         key = f"{path}.lif" if isinstance(raw.nodes.get(path), nir.NIRGraph) else path

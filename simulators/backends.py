@@ -1,17 +1,78 @@
-"""One entry point for every backend: ``run(backend, program, inputs) -> SimResult``."""
+"""The backend registry: ``run(backend, program, inputs) -> SimResult`` for every backend.
+
+A backend is registered by name with what it can do (``fixed_point``: it runs the quantized
+integers of ``toolchain/loihi``; ``needs_lava``: it starts Lava's CPU simulator) and the
+fixed-point profiles it takes. Its module is imported only when it runs, so that listing the
+backends (the CLI's ``--backend`` choices) loads no Lava.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import importlib
 import io
 import time
+from dataclasses import dataclass
+from typing import Dict, Tuple
 
 from toolchain.errors import NirDeployError
+from toolchain.loihi.bits import PROFILES
 
-BACKENDS = ("reference", "lava-float", "lava-fixed", "emulator")
-FIXED_POINT = ("lava-fixed", "emulator")
-#: Loihi fixed-point parameter sets of toolchain/loihi/quantize.py (docs/fixed-point.md)
-PROFILES = ("netx", "loihi")
+
+@dataclass(frozen=True)
+class Backend:
+    """A registered backend: ``module:function(program, inputs, record_v=, progress=, **kw) -> SimResult``."""
+
+    name: str
+    target: str  # "module:function", imported lazily
+    description: str
+    fixed_point: bool = False
+    needs_lava: bool = False
+    profiles: Tuple[str, ...] = ()
+
+    def load(self):
+        mod, fn = self.target.split(":")
+        if self.needs_lava:
+            with quiet_imports():
+                return getattr(importlib.import_module(mod), fn)
+        return getattr(importlib.import_module(mod), fn)
+
+
+BACKENDS: Dict[str, Backend] = {}
+
+
+def register_backend(backend: Backend) -> Backend:
+    if backend.name in BACKENDS:
+        raise ValueError(f"backend {backend.name!r} is registered twice")
+    BACKENDS[backend.name] = backend
+    return backend
+
+
+register_backend(Backend("reference", "simulators.reference:simulate", "float64 torch simulation of the NIR semantics"))
+register_backend(Backend("lava-float", "simulators.lava_float:run_lava_float",
+                         "Lava's CPU simulator, floating point (Loihi2SimCfg)", needs_lava=True))  # fmt: skip
+register_backend(Backend("lava-fixed", "simulators.lava_fixed:run_lava_fixed",
+                         "Lava's CPU simulator, bit-accurate Loihi fixed point", fixed_point=True, needs_lava=True,
+                         profiles=PROFILES))  # fmt: skip
+register_backend(Backend("emulator", "simulators.emulator:run_emulator",
+                         "nirdeploy's batched integer emulator, bit-exact with lava-fixed", fixed_point=True,
+                         profiles=PROFILES))  # fmt: skip
+
+
+def names() -> Tuple[str, ...]:
+    """Registered backend names (the CLI's ``--backend`` choices)."""
+    return tuple(BACKENDS)
+
+
+def get(name: str) -> Backend:
+    if name not in BACKENDS:
+        raise NirDeployError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
+    return BACKENDS[name]
+
+
+def profile_for(backend: str, profile=None):
+    """The fixed-point profile a run on ``backend`` uses (None for floating-point backends)."""
+    return (profile or "netx") if get(backend).fixed_point else None
 
 
 @contextlib.contextmanager
@@ -28,28 +89,12 @@ def run(backend: str, program, inputs, record_v: bool = False, progress: bool = 
     ``profile`` (``netx`` or ``loihi``) picks the quantization of the fixed-point backends
     (``lava-fixed``, ``emulator``); the floating-point backends have none and ignore it."""
     t0 = time.perf_counter()
+    b = get(backend)
     if profile is not None:
         if profile not in PROFILES:
             raise NirDeployError(f"unknown fixed-point profile {profile!r}; choose one of {', '.join(PROFILES)}")
-        if backend in FIXED_POINT:
+        if profile in b.profiles:
             kw["profile"] = profile
-    if backend == "reference":
-        from simulators.reference import simulate
-
-        res = simulate(program, inputs, record_v=record_v, progress=progress, **kw)
-    elif backend == "lava-float":
-        with quiet_imports():
-            from simulators.lava_float import run_lava_float
-        res = run_lava_float(program, inputs, record_v=record_v, progress=progress, **kw)
-    elif backend == "lava-fixed":  # Loihi fixed point on Lava's bit-accurate models (toolchain/loihi/quantize.py)
-        with quiet_imports():
-            from simulators.lava_fixed import run_lava_fixed
-        res = run_lava_fixed(program, inputs, record_v=record_v, progress=progress, **kw)
-    elif backend == "emulator":  # the same integers, batched (simulators/emulator.py)
-        from simulators.emulator import run_emulator
-
-        res = run_emulator(program, inputs, record_v=record_v, progress=progress, **kw)
-    else:
-        raise NirDeployError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    res = b.load()(program, inputs, record_v=record_v, progress=progress, **kw)
     res.info.setdefault("seconds", time.perf_counter() - t0)
     return res

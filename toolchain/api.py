@@ -137,12 +137,17 @@ def source_discretization(graph, source_dt: Optional[float] = None, scheme: Opti
     return discretization_of(graph, dt=source_dt, scheme=scheme, input_convention=input_convention)
 
 
+def _retime(graph, dt, method, source):
+    from toolchain.passes.pipelines import run_pipeline
+
+    return run_pipeline(graph, "retime", {"retime": {"dt_target": dt, "method": method, "source": source}})
+
+
 def retime(model, dt: float, method: str, source_dt: Optional[float] = None, scheme: Optional[str] = None,
            input_convention: Optional[str] = None, output: Optional[str] = None):  # fmt: skip
     """Re-discretize a graph (or ``.nir`` path) for timestep ``dt`` with ``method`` (tau, integral,
     euler, exact, none), zero-shot. Writes ``output`` when given; returns the new graph."""
     from toolchain.ir import save_graph
-    from toolchain.passes.retime import retime as retime_graph
 
     graph = _graph(model)
     source = source_discretization(graph, source_dt, scheme, input_convention)
@@ -151,7 +156,7 @@ def retime(model, dt: float, method: str, source_dt: Optional[float] = None, sch
             "this graph carries no training timestep in its metadata (it was written by another tool); "
             "pass --source-dt SECONDS, the timestep it was trained at, to retime it"
         )
-    out = retime_graph(graph, dt, method, source=source)
+    out = _retime(graph, dt, method, source)
     if output:
         save_graph(out, output)
     return out
@@ -179,9 +184,7 @@ def lower(model, dt: Optional[float] = None, method: Optional[str] = None, sourc
                 "this graph carries no training timestep in its metadata (it was written by another tool); "
                 "pass --source-dt SECONDS to retime it to --dt, or drop --method to run it as it is at --dt"
             )
-        from toolchain.passes.retime import retime as retime_graph
-
-        graph = retime_graph(graph, dt, method, source=source)
+        graph = _retime(graph, dt, method, source)
         disc = discretization_of(graph)
     elif source is None:
         if dt is None:

@@ -17,7 +17,11 @@ import numpy as np
 from toolchain.errors import NirDeployError
 from toolchain.dynamics.retiming import BASELINES, METHODS
 from toolchain.ir.metadata import CONVENTIONS, READOUTS, SCHEMES
+from toolchain.loihi.bits import PROFILES
 from toolchain.reports.console import console as new_console, table
+from simulators import backends as backend_registry
+
+BACKEND_HELP = "; ".join(f"{b.name}: {b.description}" for b in backend_registry.BACKENDS.values())
 
 
 DATA_HELP = (
@@ -123,9 +127,7 @@ def cmd_inspect(args) -> int:
     return 0
 
 
-def _add_profile_arg(p) -> None:
-    from simulators.backends import PROFILES
-
+def add_profile_arg(p) -> None:
     p.add_argument("--profile", choices=PROFILES, default="netx",
                    help="fixed-point parameter set for lava-fixed and emulator (docs/fixed-point.md): netx, what "
                         "`nirdeploy deploy` writes for lava-dl netx (default), or loihi, Loihi's own ranges")
@@ -241,8 +243,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--data", help=DATA_HELP)
     g.add_argument("--input", help="one sample as .npy, shape [T, *input_shape], binned at dt")
     add_disc_args(p)
-    p.add_argument("--backend", choices=("reference", "lava-float", "lava-fixed", "emulator"), default="reference")
-    _add_profile_arg(p)
+    p.add_argument("--backend", choices=backend_registry.names(), default="reference", help=BACKEND_HELP)
+    add_profile_arg(p)
     p.add_argument("--samples", type=int, help="use the first N samples")
     p.add_argument("--trace", help="write spikes and v of every neuron layer for the first sample (.npz)")
     p.add_argument("--readout", choices=READOUTS)
@@ -255,7 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help=DATA_HELP)
     p.add_argument("--backends", default="reference,lava-float", help="two backends, e.g. reference,lava-float")
     add_disc_args(p)
-    _add_profile_arg(p)
+    add_profile_arg(p)
     p.add_argument("--samples", type=int)
     p.add_argument("--readout", choices=READOUTS)
     p.add_argument("-o", "--output", help="compare record (.json)")

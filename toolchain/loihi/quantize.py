@@ -89,12 +89,12 @@ def fold_pooling_program(program):
     pool -> conv pair run as one Lava Conv instead of a dense matrix.
     """
     from toolchain.ir.nodes import POOL_TYPES
-    from toolchain.passes.fold_pooling import fold_pooling
+    from toolchain.passes.pipelines import run_pipeline
     from toolchain.program import lower
 
     if not any(op.type in POOL_TYPES for op in program.ops.values()):
         return program
-    folded = fold_pooling(program.graph)
+    folded = run_pipeline(program.graph, "deploy")
     if folded is program.graph:
         return program
     return lower(folded, program.disc)

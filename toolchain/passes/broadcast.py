@@ -15,10 +15,12 @@ from toolchain.ir.graph import make_graph
 from toolchain.ir.metadata import NEURON_TYPES, graph_metadata
 from toolchain.ir.nodes import node_type
 from toolchain.ir.shapes import infer_shapes
+from toolchain.passes.registry import register_pass
 
 _PARAMS = ("tau", "tau_syn", "tau_mem", "r", "v_leak", "v_threshold", "v_reset", "w_in")
 
 
+@register_pass("broadcast_params", requires=("no_batchnorm",), ensures=("params_per_neuron",))
 def broadcast_params(graph):
     """A new graph whose neuron parameters have the shape of their layer and whose nodes (Output
     included) declare the shapes that reach them (``toolchain.ir.shapes``)."""

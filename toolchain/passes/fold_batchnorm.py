@@ -20,6 +20,7 @@ import nir
 
 from toolchain.errors import NirDeployError
 from toolchain.ir import graph_metadata, make_graph, node_type
+from toolchain.passes.registry import register_pass
 
 
 @dataclass(eq=False)
@@ -48,6 +49,7 @@ def batchnorm_node(module) -> BatchNorm:
     return BatchNorm(scale=s, shift=beta - s * mean)
 
 
+@register_pass("fold_batchnorm", ensures=("no_batchnorm",))
 def fold_batchnorm(graph):
     """A new graph without BatchNorm placeholders (see module docstring)."""
     nodes = dict(graph.nodes)

@@ -36,6 +36,7 @@ from toolchain.ir.graph import make_graph
 from toolchain.ir.metadata import graph_metadata
 from toolchain.ir.nodes import POOL_TYPES, explicit_padding, linear_fns, node_type, pair
 from toolchain.ir.shapes import output_shapes
+from toolchain.passes.registry import register_pass
 
 
 def fold_pool_into_conv(pool, conv, in_shape) -> Optional[object]:
@@ -102,6 +103,7 @@ def fold_pool_into_affine(pool, affine, in_shape):
     return nir.Affine(weight=W2, bias=np.asarray(affine.bias, dtype=np.float64).copy())
 
 
+@register_pass("fold_pooling", ensures=("pools_folded",), strict=False)
 def fold_pooling(graph):
     """A new graph with every foldable pooling node merged into the linear node after it."""
     nodes = dict(graph.nodes)

@@ -49,6 +49,7 @@ from toolchain.ir.metadata import Discretization, discretization_of, graph_metad
 from toolchain.ir.nodes import node_kind, node_type
 from toolchain.ir.shapes import infer_shapes
 from toolchain.ir.topology import topology
+from toolchain.passes.registry import register_pass
 
 
 def _with_params(node, params: Dict[str, np.ndarray], shape):
@@ -84,6 +85,7 @@ def _scale_biases(nodes, topo, rho: float) -> None:
 
 
 # --------------------------------------------------------------------------- the pass
+@register_pass("retime", ensures=("has_timestep",))
 def retime(graph, dt_target: float, method: str, source: Discretization | None = None):
     """A new graph adapted from its discretization's dt to ``dt_target`` with ``method``."""
     if method not in METHODS + BASELINES:

@@ -49,16 +49,14 @@ def run_cell(
     from toolchain.ir import Discretization, discretization_of, graph_metadata, load_graph
     from toolchain.program import lower
     from toolchain.analysis.records import run_record, write_json
-    from toolchain.passes.retime import retime
+    from toolchain.passes.pipelines import run_pipeline
     from toolchain.analysis.segmentation import class_names_of
 
     torch.set_num_threads(threads)
     graph = load_graph(model_path)
     src = Discretization.from_metadata(source) if source else discretization_of(graph)
-    g = retime(graph, cell.dt, cell.method, source=src)
-    from toolchain.ir import discretization_of as disc_of
-
-    program = lower(g, disc_of(g))
+    g = run_pipeline(graph, "retime", {"retime": {"dt_target": cell.dt, "method": cell.method, "source": src}})
+    program = lower(g, discretization_of(g))
     ds = open_dataset(data)
     if samples:
         ds = ds.subset(np.arange(min(samples, len(ds))))
@@ -98,9 +96,9 @@ def run_cell(
 
 def _profile(backend: str, profile: Optional[str]) -> Optional[str]:
     """The fixed-point profile a cell on ``backend`` runs with (None for floating point)."""
-    from simulators.backends import FIXED_POINT
+    from simulators.backends import profile_for
 
-    return (profile or "netx") if backend in FIXED_POINT else None
+    return profile_for(backend, profile)
 
 
 def metric_of(rows: Sequence[Dict]) -> str:

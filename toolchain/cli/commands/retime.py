@@ -84,10 +84,12 @@ def register(sub) -> None:
     p.add_argument("--data", required=True, help=DATA_HELP)
     p.add_argument("--dt", required=True, help="comma-separated target timesteps in seconds")
     p.add_argument("--method", default="tau,integral,euler,exact", help="comma-separated: " + METHOD_HELP)
-    p.add_argument("--backend", default="reference", choices=("reference", "lava-float", "lava-fixed", "emulator"))
-    from toolchain.cli.main import _add_profile_arg
+    from simulators.backends import names
+    from toolchain.cli.main import BACKEND_HELP, add_profile_arg
 
-    _add_profile_arg(p)
+    p.add_argument("--backend", default="reference", choices=names(), help=BACKEND_HELP)
+
+    add_profile_arg(p)
     p.add_argument("--samples", type=int)
     p.add_argument("--workers", type=int, help="parallel cells (default: number of cores)")
     p.add_argument("--source-dt", type=float, help="the timestep the graph was trained at, for graphs written by other tools (default: its metadata)")
