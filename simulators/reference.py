@@ -1,19 +1,19 @@
 """The reference simulator: a batched torch implementation of a lowered NIR graph.
 
 Each neuron layer runs its discrete SSM (``toolchain.dynamics.discretize``) exactly as written there;
-linear nodes run as torch functions; several edges into one node are summed; a recurrent
-(back) edge delivers its source's value from the previous time step. Computation is in
+linear nodes run as torch functions; the edges follow the one interpreter
+(``toolchain/program/interpreter.py``: several edges into one node are summed, a recurrent edge
+delivers its source's value from the previous time step). Computation is in
 float64 by default so that the only rounding is far below any threshold decision.
 """
 
 from __future__ import annotations
 
-from typing import Dict
-
 import numpy as np
 import torch
 
 from toolchain.program import Program
+from toolchain.program.interpreter import StepInterpreter
 from simulators.result import SimResult
 
 
@@ -91,58 +91,53 @@ def simulate(
     return SimResult.concat(parts)
 
 
+class _Reference(StepInterpreter):
+    """The reference's hooks: neurons step their SSM, outputs and spikes are recorded per step."""
+
+    def __init__(self, program: Program, x: torch.Tensor, record_v: bool, record_spikes: bool):
+        super().__init__(program)
+        self.x = x
+        self.bsz = x.shape[0]
+        self.states = {op.name: _NeuronState(op, self.bsz, x.dtype) for op in program.neurons()}
+        self.record_v, self.record_spikes = record_v, record_spikes
+        self.outputs = {k: [] for k in program.output_names}
+        self.spikes = {k: [] for k, st in self.states.items() if st.th is not None} if record_spikes else {}
+        self.vs = {k: [] for k in self.states} if record_v else {}
+
+    def zeros_like_output(self, op):
+        return torch.zeros((self.bsz,) + op.out_shape, dtype=self.x.dtype)
+
+    def input(self, op):
+        return self.x[:, self.t]
+
+    def neuron(self, op, u):
+        out, z, v = self.states[op.name].step(u.reshape(self.bsz, -1))
+        if z is not None and self.record_spikes:
+            self.spikes[op.name].append(z.reshape((self.bsz,) + op.out_shape))
+        if self.record_v:
+            self.vs[op.name].append(v.reshape((self.bsz,) + op.out_shape))
+        return out.reshape((self.bsz,) + op.out_shape)
+
+    def output(self, op, u):
+        self.outputs[op.name].append(u)
+        return u
+
+
 def _simulate_batch(program: Program, x: torch.Tensor, record_v: bool, record_spikes: bool) -> SimResult:
-    bsz, T = x.shape[0], x.shape[1]
-    dtype = x.dtype
-    ops = program.ops
-    neurons: Dict[str, _NeuronState] = {
-        op.name: _NeuronState(op, bsz, dtype) for op in program.neurons()
-    }
-    back_sources = {p for k in program.order for p in program.back_preds(k)}
-    prev: Dict[str, torch.Tensor] = {
-        k: torch.zeros((bsz,) + ops[k].out_shape, dtype=dtype) for k in back_sources
-    }
-    outputs = {k: [] for k in program.output_names}
-    spikes = {k: [] for k, st in neurons.items() if st.th is not None} if record_spikes else {}
-    vs = {k: [] for k in neurons} if record_v else {}
-
+    run = _Reference(program, x, record_v, record_spikes)
     with torch.no_grad():
-        for t in range(T):
-            vals: Dict[str, torch.Tensor] = {}
-            for name in program.order:
-                op = ops[name]
-                if op.kind == "input":
-                    vals[name] = x[:, t]
-                    continue
-                srcs = [vals[p] for p in program.preds(name)] + [prev[p] for p in program.back_preds(name)]
-                u = srcs[0]
-                for s in srcs[1:]:
-                    u = u + s
-                if op.kind == "linear":
-                    vals[name] = op.fn(u)
-                elif op.kind == "neuron":
-                    st = neurons[name]
-                    out, z, v = st.step(u.reshape(bsz, -1))
-                    vals[name] = out.reshape((bsz,) + op.out_shape)
-                    if z is not None and record_spikes:
-                        spikes[name].append(z.reshape((bsz,) + op.out_shape))
-                    if record_v:
-                        vs[name].append(v.reshape((bsz,) + op.out_shape))
-                else:  # output
-                    vals[name] = u
-                    outputs[name].append(u)
-            for k in back_sources:
-                prev[k] = vals[k]
+        run.run(x.shape[1])
 
-    stack = lambda d, dt=None: {k: torch.stack(v, dim=1).numpy() for k, v in d.items()}
-    res = SimResult(
+    def stack(d):
+        return {k: torch.stack(v, dim=1).numpy() for k, v in d.items()}
+
+    return SimResult(
         backend="reference",
         dt=program.disc.dt,
-        n_steps=T,
-        outputs=stack(outputs),
-        spikes=stack(spikes),
-        v=stack(vs),
+        n_steps=x.shape[1],
+        outputs=stack(run.outputs),
+        spikes=stack(run.spikes),
+        v=stack(run.vs),
         layer_types={op.name: op.type for op in program.neurons()},
         layer_sizes={op.name: op.ssm.n for op in program.neurons()},
     )
-    return res

@@ -39,6 +39,14 @@ import torch
 
 from toolchain.ir.nodes import linear_fns
 from toolchain.program import Program
+from toolchain.program.interpreter import (
+    SequenceInterpreter,
+    apply_per_step,
+    incoming,
+    outgoing,
+    shift_steps,
+    sources_through_linear,
+)
 
 SYNAPTIC_TYPES = ("Affine", "Linear", "Conv1d", "Conv2d")
 CONV_TYPES = ("Conv1d", "Conv2d")
@@ -83,22 +91,13 @@ def fanin_vector(op, mode: str = "nonzero") -> np.ndarray:
     return y.numpy().reshape(-1)
 
 
-def _successors(program: Program) -> Dict[str, List[tuple]]:
-    """node -> [(successor, is_back_edge)]"""
-    succ: Dict[str, List[tuple]] = {k: [] for k in program.ops}
-    for a, b in program.graph.edges:
-        if a in program.ops and b in program.ops:
-            succ[a].append((b, a in program.back_preds(b)))
-    return succ
-
-
 def delayed_ops(program: Program) -> Dict[str, bool]:
     """Linear ops whose output reaches its consumers only through a back edge (a recurrence).
 
     Such an op is counted as running on the previous step's input (as an RNN cell does), which
     by linearity delivers the same values one step later.
     """
-    succ = _successors(program)
+    succ = {k: outgoing(program, k) for k in program.ops}
     delayed = {k: False for k in program.ops}
     changed = True
     while changed:
@@ -107,14 +106,14 @@ def delayed_ops(program: Program) -> Dict[str, bool]:
             op = program.ops[name]
             if op.kind != "linear" or delayed[name] or not succ[name]:
                 continue
-            if all(back or (program.ops[s].kind == "linear" and delayed[s]) for s, back in succ[name]):
+            if all(e.recurrent or (program.ops[s].kind == "linear" and delayed[s]) for s, e in succ[name]):
                 delayed[name] = True
                 changed = True
     return delayed
 
 
 def _edge_shift(program: Program, delayed, p: str, c: str) -> int:
-    back = p in program.back_preds(c)
+    back = any(e.src == p and e.recurrent for e in incoming(program, c))
     if program.ops[c].kind == "linear" and delayed[c]:
         return 0 if delayed[p] else 1
     if back:
@@ -128,11 +127,10 @@ def synaptic_ops_of(program: Program) -> List[str]:
 
 def downstream_neuron(program: Program, name: str) -> Optional[str]:
     """First neuron (or output) node reached from ``name`` through linear ops."""
-    succ = _successors(program)
     seen, todo = set(), [name]
     while todo:
         k = todo.pop(0)
-        for s, _ in succ.get(k, []):
+        for s, _ in outgoing(program, k):
             if s in seen:
                 continue
             seen.add(s)
@@ -144,18 +142,10 @@ def downstream_neuron(program: Program, name: str) -> Optional[str]:
 
 def upstream_sources(program: Program, name: str) -> List[str]:
     """Neuron or input nodes that feed ``name`` through linear ops only."""
-    out, seen = [], set()
-    todo = list(program.preds(name)) + list(program.back_preds(name))
-    while todo:
-        k = todo.pop(0)
-        if k in seen:
-            continue
-        seen.add(k)
-        kind = program.ops[k].kind
-        if kind in ("neuron", "input"):
-            out.append(k)
-        elif kind == "linear":
-            todo += list(program.preds(k)) + list(program.back_preds(k))
+    out = []
+    for (src, _lag) in sources_through_linear(program, name):
+        if src not in out:
+            out.append(src)
     return out
 
 
@@ -208,23 +198,76 @@ def static_metrics(program: Program, bytes_per_param: int = 4) -> Dict[str, obje
 
 
 # --------------------------------------------------------------------------- activity
-def _shift(x: torch.Tensor) -> torch.Tensor:
-    """[b, T, ...] -> value of the previous step (zeros at step 0)."""
-    out = torch.zeros_like(x)
-    out[:, 1:] = x[:, :-1]
-    return out
-
-
-def _apply(fn, x: torch.Tensor) -> torch.Tensor:
-    b, T = x.shape[:2]
-    y = fn(x.reshape((b * T,) + tuple(x.shape[2:])))
-    return y.reshape((b, T) + tuple(y.shape[1:]))
-
-
 def _is_binary_rows(x: torch.Tensor) -> torch.Tensor:
     """[b, T, ...] -> [b, T] True where every value is in {-1, 0, 1}."""
     flat = x.reshape(x.shape[0], x.shape[1], -1)
     return ((flat == 0) | (flat == 1) | (flat == -1)).all(dim=-1)
+
+
+def _sum(parts):
+    acc = None
+    for p in parts:
+        acc = p if acc is None else acc + p
+    return acc
+
+
+class _Activity(SequenceInterpreter):
+    """Recorded activity [b, T, *shape] pushed through the linear ops (the one interpreter).
+
+    A node's value is a pair (values, events): events are the nonzero pattern carried through
+    0/1-weight copies of the ops. Every synaptic op counts its effective operations on its input,
+    as AC where the input of that step is binary and as MAC otherwise. A linear op that reaches its
+    consumers only through back edges runs on the previous step's input (``delayed_ops``)."""
+
+    def __init__(self, program, leaves, delayed, eff, fan, binfn, granularity, batch_size):
+        super().__init__(program)
+        self.leaves, self.delayed, self.eff, self.fan, self.binfn = leaves, delayed, eff, fan, binfn
+        self.granularity, self.batch_size = granularity, batch_size
+
+    def leaf(self, op):
+        v = self.leaves.get(op.name)
+        return None if v is None else (v, (v != 0).to(torch.float64))
+
+    def lag(self, edge, dst):
+        return _edge_shift(self.program, self.delayed, edge.src, dst)
+
+    def delay(self, value, lag):
+        v, b = value
+        return shift_steps(v, lag), shift_steps(b, lag)
+
+    def combine(self, op, parts):
+        if any(p is None for p in parts):
+            return None
+        return _sum([p[0] for p in parts]), _sum([p[1] for p in parts])
+
+    def run_node(self, op, x):
+        if op.kind != "linear":
+            return super().run_node(op, x)
+        name = op.name
+        if x is None:
+            if name in self.eff:
+                self.eff[name]["known"] = False
+            return None
+        x, xb = x
+        val = apply_per_step(op.fn, x)
+        ev = apply_per_step(self.binfn[name], (xb != 0).to(torch.float64) if op.type in SYNAPTIC_TYPES else xb)
+        if name in self.eff:
+            e = self.eff[name]
+            T = x.shape[1]
+            nz = (x != 0).reshape(x.shape[0], T, -1).to(torch.float64)
+            ops_bt = nz @ self.fan[name]  # [b, T]
+            isbin = _is_binary_rows(x)
+            if self.granularity == "batch":
+                bs = self.batch_size
+                g = isbin.reshape(-1, bs, T) if isbin.shape[0] % bs == 0 else None
+                if g is None:  # last, partial batch
+                    isbin = isbin.all(dim=0, keepdim=True).expand_as(isbin)
+                else:
+                    isbin = g.all(dim=1, keepdim=True).expand(-1, bs, -1).reshape(isbin.shape)
+            e["ac"] += float(ops_bt[isbin].sum())
+            e["mac"] += float(ops_bt[~isbin].sum())
+            e["binary_steps"] += int(isbin.sum())
+        return val, ev
 
 
 def activity_metrics(
@@ -276,85 +319,28 @@ def activity_metrics(
 
     for s0 in range(0, S, chunk):
         s1 = min(S, s0 + chunk)
-        vals: Dict[str, Optional[torch.Tensor]] = {}
-        bins: Dict[str, Optional[torch.Tensor]] = {}
+        leaves: Dict[str, Optional[torch.Tensor]] = {}
         for name in program.order:
             op = program.ops[name]
+            v = None
             if op.kind == "input":
                 v = None if x_all is None else torch.as_tensor(x_all[s0:s1], dtype=torch.float64)
-                vals[name] = v
-                bins[name] = None if v is None else (v != 0).to(torch.float64)
             elif op.kind == "neuron":
-                if name in result.spikes:
-                    v = torch.as_tensor(np.asarray(result.spikes[name][s0:s1]), dtype=torch.float64)
+                rec = result.spikes.get(name, result.v.get(name))
+                if rec is not None:
+                    v = torch.as_tensor(np.asarray(rec[s0:s1]), dtype=torch.float64)
                     v = v.reshape((s1 - s0, T) + tuple(op.out_shape))
-                elif name in result.v:
-                    v = torch.as_tensor(np.asarray(result.v[name][s0:s1]), dtype=torch.float64)
-                    v = v.reshape((s1 - s0, T) + tuple(op.out_shape))
-                else:
-                    v = None
-                vals[name] = v
-                bins[name] = None if v is None else (v != 0).to(torch.float64)
-        pending = [k for k in program.order if program.ops[k].kind == "linear"]
-        while pending:
-            progressed = False
-            for name in list(pending):
-                preds = [(p, False) for p in program.preds(name)] + [(p, True) for p in program.back_preds(name)]
-                if any(p not in vals for p, _ in preds):
-                    continue
-                x = xb = None
-                known = True
-                for p, _back in preds:
-                    pv, pb = vals[p], bins[p]
-                    if pv is None:
-                        known = False
-                        break
-                    if _edge_shift(program, delayed, p, name):
-                        pv, pb = _shift(pv), _shift(pb)
-                    x = pv if x is None else x + pv
-                    xb = pb if xb is None else xb + pb
-                op = program.ops[name]
-                if not known:
-                    vals[name] = bins[name] = None
-                else:
-                    with torch.no_grad():
-                        vals[name] = _apply(op.fn, x)
-                        bins[name] = _apply(binfn[name], (xb != 0).to(torch.float64) if op.type in SYNAPTIC_TYPES else xb)
-                    if name in eff:
-                        nz = (x != 0).reshape(x.shape[0], T, -1).to(torch.float64)
-                        ops_bt = nz @ fan[name]  # [b, T]
-                        isbin = _is_binary_rows(x)
-                        if granularity == "batch":
-                            g = isbin.reshape(-1, batch_size, T) if isbin.shape[0] % batch_size == 0 else None
-                            if g is None:  # last, partial batch
-                                isbin = isbin.all(dim=0, keepdim=True).expand_as(isbin)
-                            else:
-                                isbin = g.all(dim=1, keepdim=True).expand(-1, batch_size, -1).reshape(isbin.shape)
-                        eff[name]["ac"] += float(ops_bt[isbin].sum())
-                        eff[name]["mac"] += float(ops_bt[~isbin].sum())
-                        eff[name]["binary_steps"] += int(isbin.sum())
-                if name in eff and not known:
-                    eff[name]["known"] = False
-                pending.remove(name)
-                progressed = True
-            if not progressed:  # a cycle through linear ops only: cannot happen in a valid program
-                for name in pending:
-                    vals[name] = bins[name] = None
-                    if name in eff:
-                        eff[name]["known"] = False
-                break
+            leaves[name] = v
+        walk = _Activity(program, leaves, delayed, eff, fan, binfn, granularity, batch_size)
+        with torch.no_grad():
+            for name in program.order:
+                if program.ops[name].kind == "linear":
+                    walk.value(name)
         # events arriving at every neuron layer
         for op in program.neurons():
             name = op.name
-            inc = None
-            for p in program.preds(name) + program.back_preds(name):
-                pb = bins.get(p)
-                if pb is None:
-                    inc = None
-                    break
-                if _edge_shift(program, delayed, p, name):
-                    pb = _shift(pb)
-                inc = pb if inc is None else inc + pb
+            parts = walk.incoming_values(name)
+            inc = None if any(pr is None for pr in parts) else _sum([pr[1] for pr in parts])
             spk = result.spikes.get(name)
             fired = None
             if spk is not None:
@@ -466,26 +452,24 @@ def _sum_synops(conns) -> Dict[str, Optional[float]]:
     }
 
 
+class _Constant(SequenceInterpreter):
+    """The constant part of every node's value: linear ops with their biases on zero leaves."""
+
+    def leaf(self, op):
+        return torch.zeros((1,) + tuple(op.out_shape), dtype=torch.float64)
+
+    def delay(self, value, lag):  # a constant arrives unchanged through a back edge
+        return value
+
+
 def _constant_drive(program: Program) -> Dict[str, np.ndarray]:
     """Neurons that receive a constant input (affine bias upstream) or have a nonzero leak drive."""
-    zeros: Dict[str, torch.Tensor] = {}
+    walk = _Constant(program)
     out: Dict[str, np.ndarray] = {}
     with torch.no_grad():
-        for name in program.order:
-            op = program.ops[name]
-            if op.kind in ("input", "neuron"):
-                zeros[name] = torch.zeros((1,) + tuple(op.out_shape), dtype=torch.float64)
-        pending = [k for k in program.order if program.ops[k].kind == "linear"]
-        for _ in range(len(pending) + 1):
-            for name in list(pending):
-                preds = program.preds(name) + program.back_preds(name)
-                if all(p in zeros for p in preds):
-                    x = sum(zeros[p] for p in preds)
-                    zeros[name] = program.ops[name].fn(x)
-                    pending.remove(name)
         for op in program.neurons():
-            preds = program.preds(op.name) + program.back_preds(op.name)
-            u = sum((zeros[p] for p in preds if p in zeros), torch.zeros((1,) + tuple(op.in_shape), dtype=torch.float64))
+            parts = [p for p in walk.incoming_values(op.name) if p is not None]
+            u = _sum([torch.zeros((1,) + tuple(op.in_shape), dtype=torch.float64)] + parts)
             d = (u.reshape(-1) != 0).numpy()
             c = np.asarray(op.ssm.c)
             if c.ndim == 2:

@@ -59,6 +59,7 @@ import torch
 from toolchain.dynamics.cuba import CubaForm, cuba_form, split_groups
 from toolchain.errors import NirDeployError, UnsupportedNodeError
 from toolchain.program import Program
+from toolchain.program.interpreter import SequenceInterpreter, incoming, sources_through_linear
 
 #: drive added to a back-edge source during the gated steps (finite: reset multiplies by 0)
 GATE_DRIVE = -1e30
@@ -174,72 +175,77 @@ def _perm_whc(shape3) -> np.ndarray:
     return np.arange(C * H * W).reshape(C, H, W).transpose(2, 1, 0).reshape(-1)
 
 
-def _is_neuron(program: Program, name: str) -> bool:
-    return program.ops[name].kind == "neuron"
+class _Transfer(SequenceInterpreter):
+    """The linear map from source ``S``'s value ``j`` steps earlier to a node's input.
+
+    Values are [n_S, *shape] batches (one row per element of S, the identity at S); a value keyed
+    by (node, jj) is the part of the node's value driven by x_S[k - jj], so an edge of lag l reads
+    its source at jj - l (``incoming``'s delays, in the key instead of on tensors)."""
+
+    def __init__(self, program, S, j):
+        super().__init__(program)
+        self.S, self.j = S, j
+        shape = program.ops[S].out_shape
+        n = int(np.prod(shape))
+        self.X = torch.eye(n, dtype=torch.float64).reshape((n,) + tuple(shape))
+
+    def at(self, node: str, jj: int):
+        key = (node, jj)
+        if key not in self.memo:
+            op = self.ops[node]
+            if op.kind in ("neuron", "input"):
+                self.memo[key] = self.X if (node == self.S and jj == 0) else None
+            else:
+                r = self.gather(node, jj)
+                self.memo[key] = None if r is None else op.fn_nobias(r)
+        return self.memo[key]
+
+    def gather(self, node: str, jj: int):
+        terms = [self.at(e.src, jj - e.lag) for e in incoming(self.program, node) if jj - e.lag >= 0]
+        return _sum_known(terms)
 
 
-def _is_source(program: Program, name: str) -> bool:
-    return program.ops[name].kind in ("neuron", "input")
+def _sum_known(terms):
+    acc = None
+    for t in terms:
+        if t is not None:
+            acc = t if acc is None else acc + t
+    return acc
 
 
-def _incoming_paths(program: Program, target: str) -> Dict[Tuple[str, int], List[Tuple[str, ...]]]:
-    """Paths of linear ops from each source (neuron or input, with j back edges) to ``target``."""
-    out: Dict[Tuple[str, int], List[Tuple[str, ...]]] = {}
+class _Bias(SequenceInterpreter):
+    """The constant part of a node's input: linear ops with their biases on zero leaves; back
+    edges deliver (``deliver_back``: the steady state) or not (the first step of a sample)."""
 
-    def walk(node, j, path, depth=0):
-        if depth > 200:  # pragma: no cover - a purely linear cycle
-            raise NirDeployError(f"the linear ops in front of {target!r} form a cycle without a neuron")
-        for p, dj in [(p, 0) for p in program.preds(node)] + [(p, 1) for p in program.back_preds(node)]:
-            if _is_source(program, p):
-                out.setdefault((p, j + dj), []).append(tuple(reversed(path)))
-            elif program.ops[p].kind == "linear":
-                walk(p, j + dj, path + [p], depth + 1)
-            else:  # pragma: no cover - outputs feed nothing
-                raise NirDeployError(f"node {p!r} feeds {node!r} but is an Output")
+    def __init__(self, program, deliver_back: bool):
+        super().__init__(program)
+        self.deliver_back = deliver_back
 
-    walk(target, 0, [])
-    return out
+    def leaf(self, op):
+        return torch.zeros((1,) + tuple(op.out_shape), dtype=torch.float64)
+
+    def delay(self, value, lag):
+        return value if self.deliver_back else torch.zeros_like(value)
+
+    def combine(self, op, parts):
+        return _sum_known(parts + [torch.zeros((1,) + tuple(op.in_shape), dtype=torch.float64)])
+
+    def gather(self, node: str):
+        return self.combine(self.ops[node], self.incoming_values(node))
 
 
 def _matrix(program: Program, target: str, S: str, j: int) -> np.ndarray:
     """M [n_target, n_S] (flat NIR order): the part of u_target driven by x_S[k - j]."""
     ops = program.ops
     n_t = int(np.prod(ops[target].in_shape))
-    shape = ops[S].out_shape
-    n_s = int(np.prod(shape))
+    n_s = int(np.prod(ops[S].out_shape))
     if n_s * n_t > MAX_DENSE:
         raise NirDeployError(
             f"the connection {S!r} -> {target!r} would need a dense matrix of {n_t} x {n_s} weights; "
             f"only a single Conv2d between two layers runs as a Lava Conv"
         )
-    X = torch.eye(n_s, dtype=torch.float64).reshape((n_s,) + tuple(shape))
-    memo = {}
-
-    def val(node, jj):
-        key = (node, jj)
-        if key not in memo:
-            op = ops[node]
-            if op.kind in ("neuron", "input"):
-                r = X if (node == S and jj == 0) else None
-            else:
-                r = gather(node, jj)
-                if r is not None:
-                    r = op.fn_nobias(r)
-            memo[key] = r
-        return memo[key]
-
-    def gather(node, jj):
-        acc = None
-        terms = [val(p, jj) for p in program.preds(node)]
-        if jj > 0:
-            terms += [val(p, jj - 1) for p in program.back_preds(node)]
-        for t in terms:
-            if t is not None:
-                acc = t if acc is None else acc + t
-        return acc
-
     with torch.no_grad():
-        y = gather(target, j)
+        y = _Transfer(program, S, j).gather(target, j)
     if y is None:
         return np.zeros((n_t, n_s))
     return y.reshape(n_s, n_t).T.numpy().copy()
@@ -247,38 +253,13 @@ def _matrix(program: Program, target: str, S: str, j: int) -> np.ndarray:
 
 def _input_bias(program: Program, target: str, recurrent: bool) -> np.ndarray:
     """The constant part of u_target (biases of the linear ops in front), flat NIR order."""
-    ops = program.ops
-
-    def bias(deliver_back: bool):
-        memo = {}
-
-        def val(node):
-            if node not in memo:
-                op = ops[node]
-                if op.kind in ("neuron", "input"):
-                    memo[node] = torch.zeros((1,) + tuple(op.out_shape), dtype=torch.float64)
-                else:
-                    memo[node] = op.fn(gather(node))
-            return memo[node]
-
-        def gather(node):
-            acc = torch.zeros((1,) + tuple(ops[node].in_shape), dtype=torch.float64)
-            for p in program.preds(node):
-                acc = acc + val(p)
-            if deliver_back:
-                for p in program.back_preds(node):
-                    acc = acc + val(p)
-            return acc
-
-        with torch.no_grad():
-            return gather(target).reshape(-1).numpy().copy()
-
-    b0 = bias(False)
-    if recurrent and not np.array_equal(b0, bias(True)):
-        raise UnsupportedNodeError(
-            f"node {target!r}: a recurrent edge into it carries a bias, which is absent at the first step "
-            f"of a sample and present afterwards; Lava's constant bias cannot express that"
-        )
+    with torch.no_grad():
+        b0 = _Bias(program, False).gather(target).reshape(-1).numpy().copy()
+        if recurrent and not np.array_equal(b0, _Bias(program, True).gather(target).reshape(-1).numpy()):
+            raise UnsupportedNodeError(
+                f"node {target!r}: a recurrent edge into it carries a bias, which is absent at the first step "
+                f"of a sample and present afterwards; Lava's constant bias cannot express that"
+            )
     return b0
 
 
@@ -326,7 +307,7 @@ def plan_network(program: Program, n_samples: int, n_steps: int, use_conv: bool 
     # --- per neuron layer: incoming affine map, CUBA form, groups, depth
     for name in neurons:
         op = ops[name]
-        pth = _incoming_paths(program, name)
+        pth = sources_through_linear(program, name)
         for (S, j) in pth:
             if ops[S].kind == "neuron" and not ops[S].ssm.spiking:
                 raise UnsupportedNodeError(
@@ -480,8 +461,8 @@ def plan_network(program: Program, n_samples: int, n_steps: int, use_conv: bool 
         if op.kind in ("neuron", "input"):
             host_sources.append(node)
             return
-        for p in program.preds(node) + program.back_preds(node):
-            need(p)
+        for e in incoming(program, node):
+            need(e.src)
 
     for o in program.output_names:
         need(o)
@@ -564,34 +545,11 @@ def window_view(plan: LavaPlan, g: PlanGroup, full: np.ndarray) -> np.ndarray:
 
 def host_outputs(program: Program, values: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
     """Evaluate the Output nodes from recorded source values [N, T, *shape] (linear ops on the host)."""
-    ops = program.ops
-    memo: Dict[str, torch.Tensor] = {}
+    from toolchain.program.interpreter import SequenceValues
 
-    def val(node) -> torch.Tensor:
-        if node in memo:
-            return memo[node]
-        op = ops[node]
-        if op.kind in ("neuron", "input"):
-            r = torch.as_tensor(values[node], dtype=torch.float64)
-        else:
-            acc = None
-            for p in program.preds(node):
-                t = val(p)
-                acc = t if acc is None else acc + t
-            for p in program.back_preds(node):
-                t = val(p)
-                t = torch.cat([torch.zeros_like(t[:, :1]), t[:, :-1]], dim=1)  # previous step
-                acc = t if acc is None else acc + t
-            if op.kind == "linear":
-                N, T = acc.shape[:2]
-                r = op.fn(acc.reshape((N * T,) + tuple(op.in_shape)))
-                r = r.reshape((N, T) + tuple(op.out_shape))
-            else:
-                r = acc
-        memo[node] = r
-        return r
-
+    leaves = {k: torch.as_tensor(v, dtype=torch.float64) for k, v in values.items()}
+    run = SequenceValues(program, leaves)
     with torch.no_grad():
-        return {o: val(o).numpy() for o in program.output_names}
+        return {o: run.value(o).numpy() for o in program.output_names}
 
 
