@@ -457,7 +457,6 @@ class Schedule:
         order.sort(key=lambda k: (fx.groups[k].depth, pos[k]))
         #: per group: process positions in NIR order (the emulator's neuron order)
         self.order = {k: np.argsort(fx.groups[k].idx, kind="stable") for k in order}
-        self.nir_idx = {k: np.asarray(fx.groups[k].idx)[self.order[k]] for k in order}
         self.into: Dict[str, List[_Conn]] = {k: [] for k in order}
         for c in fx.conns:
             if c.dst in self.into:

@@ -82,10 +82,6 @@ LAYOUTS: Dict[str, Dict[str, Any]] = {
 CIFAR_TRAIN_FRACTION = 0.9
 
 
-def dataset_names() -> List[str]:
-    return list(LAYOUTS)
-
-
 def _canonical(name: str) -> str:
     key = re.sub(r"[^a-z0-9]", "", str(name).lower())
     for n in LAYOUTS:

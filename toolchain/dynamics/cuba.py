@@ -81,11 +81,6 @@ class CubaForm:
     def spiking(self) -> bool:
         return self.vth is not None
 
-    def v_to_nir(self, v_lava: np.ndarray, idx: Optional[np.ndarray] = None) -> np.ndarray:
-        """Lava membrane potentials (last axis: neurons ``idx``) back to the NIR model's v."""
-        sl = slice(None) if idx is None else idx
-        return v_lava / self.v_scale[sl] + self.v_offset[sl]
-
 
 @dataclass
 class CubaGroup:

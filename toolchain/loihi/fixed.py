@@ -45,9 +45,6 @@ class FixedGroup:
         """bias_mant << bias_exp as Lava computes it (int32)."""
         return _shift(self.bias_mant.astype(np.int64), self.bias_exp)
 
-    def v_to_nir(self, v_int: np.ndarray) -> np.ndarray:
-        return np.asarray(v_int, dtype=np.float64) / (self.scale * self.v_scale) + self.v_offset
-
 
 @dataclass
 class FixedConn:
@@ -88,9 +85,9 @@ class FixedNetwork:
 
     def base_of(self, key: str) -> Tuple[str, int]:
         """(group or input key without relays, relays in between) of a connection source."""
-        if "~relay" in key:
-            base, r = key.rsplit("~relay", 1)
-            return base, int(r)
+        g = self.plan.groups.get(key)
+        if g is not None and g.relay_of is not None:
+            return g.relay_of, g.relay_steps
         return key, 0
 
     def lag(self, conn: FixedConn) -> int:

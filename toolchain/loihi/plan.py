@@ -87,6 +87,8 @@ class PlanGroup:
     shape3: Optional[Tuple[int, int, int]] = None  # (C, H, W) when laid out as Lava (W, H, C)
     gate: int = 0  # gate the last `gate` steps of each window (back-edge source)
     record_v: bool = False
+    relay_of: Optional[str] = None  # relays: the group whose spikes they repeat ...
+    relay_steps: int = 0  # ... this many steps later
 
     @property
     def n(self) -> int:
@@ -381,6 +383,8 @@ def plan_network(program: Program, n_samples: int, n_steps: int, use_conv: bool 
                 depth=groups[prev].depth + 1,
                 scale=np.ones(n),
                 shape3=base.shape3,
+                relay_of=src_key,
+                relay_steps=len(chain) + 1,
             )
             conns.append(PlanConn(f"{prev}->{k}", prev, k, "dense", np.eye(n), graded=False))
             chain.append(k)

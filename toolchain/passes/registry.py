@@ -67,10 +67,6 @@ class Pass:
     #: (fold_pooling keeps a pool it cannot fold exactly): their ``ensures`` are not checked
     strict: bool = True
 
-    @property
-    def doc(self) -> str:
-        return (self.fn.__doc__ or "").strip().splitlines()[0] if self.fn.__doc__ else ""
-
 
 PASSES: Dict[str, Pass] = {}
 
