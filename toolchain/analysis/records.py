@@ -3,7 +3,8 @@
 A run record holds at least ``backend``, ``dt``, ``samples``, ``accuracy`` (when labels exist)
 and ``layers``: one entry per neuron layer with ``name``, ``type``, ``neurons``, ``spikes``
 (total over all samples), ``spikes_per_sample`` and ``firing_rate`` (spikes per neuron per time
-step; ``firing_rate_hz`` divides by dt). See docs/run-record.md.
+step; ``firing_rate_hz`` divides by dt). The fields are the dataclasses of
+``toolchain/analysis/schema.py``, documented in docs/records.md.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import numpy as np
 
 from toolchain import __version__
 from simulators.result import SimResult
+from toolchain.analysis.schema import CompareRecord, RunRecord
 
 
 def layer_stats(result: SimResult) -> list:
@@ -84,6 +86,7 @@ def run_record(
         "n_steps": int(result.n_steps),
         "readout": readout,
     }
+    rec = {k: v for k, v in rec.items() if v is not None}
     if preds is not None:
         rec["predictions"] = [int(p) for p in preds]
     if seg is not None:
@@ -118,7 +121,7 @@ def run_record(
         rec["backend_info"] = _jsonable(info)
     if extra:
         rec.update(_jsonable(extra))
-    return rec
+    return RunRecord.from_dict(rec).to_dict()  # the schema (docs/records.md): checked, versioned
 
 
 def activity_sections(result: SimResult, program, inputs=None, energy_models=None, raster_events: int = 5000):
@@ -180,7 +183,7 @@ def compare_results(a: SimResult, b: SimResult, readout: str = "sum") -> Dict[st
     for name in a.spikes:
         if name in b.spikes:
             per_sample &= np.all((a.spikes[name] == b.spikes[name]).reshape(a.n_samples, -1), axis=1)
-    return {
+    return CompareRecord.from_dict({
         "backends": [a.backend, b.backend],
         "samples": int(a.n_samples),
         "n_steps": int(a.n_steps),
@@ -189,7 +192,7 @@ def compare_results(a: SimResult, b: SimResult, readout: str = "sum") -> Dict[st
         "samples_with_identical_spikes": int(per_sample.sum()),
         "output_max_abs_diff": float(np.max(np.abs(out_a - out_b))) if out_a.size else 0.0,
         "layers": per_layer,
-    }
+    }).to_dict()
 
 
 def _jsonable(x):

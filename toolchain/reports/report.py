@@ -18,6 +18,7 @@ import os
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from toolchain.errors import NirDeployError
+from toolchain.analysis.schema import kind_of, parse
 
 SECTION_TITLES = {
     "summary": "Summary",
@@ -45,10 +46,12 @@ def load_input(path: str) -> Tuple[str, dict]:
         if not os.path.exists(p):
             raise NirDeployError(f"{path} is a directory without sweep.json (give a run record or a sweep directory)")
     data = read_json(p)
-    if isinstance(data, dict) and isinstance(data.get("rows"), list):
-        return "sweep", data
-    if isinstance(data, dict) and "layers" in data and "backend" in data:
-        return "run", data
+    kind = kind_of(data)
+    if kind in ("run", "sweep"):
+        parse(data)  # validates the schema (toolchain/analysis/schema.py)
+        return kind, data
+    if kind == "compare":
+        raise NirDeployError(f"{path} is a compare record; report one of the runs it compares (simulate -o RUN.json)")
     raise NirDeployError(f"{path} is neither a run record nor a sweep (sweep.json with 'rows')")
 
 

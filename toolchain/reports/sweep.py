@@ -18,6 +18,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 
 from toolchain.errors import NirDeployError
+from toolchain.analysis.schema import SweepRecord
 
 
 @dataclass(frozen=True)
@@ -182,7 +183,7 @@ def sweep(
     if bar:
         bar.close()
     ordered = [rows[c.key] for c in cells]
-    result = {
+    result = SweepRecord.from_dict({
         "metric": metric_of(ordered),
         "model": model_path,
         "data": data,
@@ -191,7 +192,7 @@ def sweep(
         "source_dt": src_dt,
         "samples": samples,
         "rows": ordered,
-    }
+    }).to_dict()
     write_sweep(result, out_dir)
     return result
 
