@@ -3,7 +3,9 @@
 Checkpoints are read without running code from the file: ``torch.load(weights_only=True)``
 for ``.pt``/``.pth`` files and ``safetensors`` for ``.safetensors`` files. A checkpoint is
 either a state dict or a dict with a ``"state_dict"`` entry and optionally ``"model_kwargs"``
-(passed to the factory), ``"dt"``, ``"readout"`` and ``"input_shape"``.
+(passed to the factory), ``"dt"``, ``"readout"`` and ``"input_shape"``. A module-level
+``readout = "sum"`` (or max, mean, last) in the factory's module is used when the checkpoint
+names none, and refused when it names another.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import os
 import pickle
 import re
 import sys
-from typing import Any, Callable, Dict, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple
 
 import torch
 
@@ -85,10 +87,16 @@ def load_checkpoint(path: str) -> Tuple[Dict[str, torch.Tensor], Dict[str, Any]]
     raise NirDeployError(f"{path} holds a {type(obj).__name__}, not a state dict")
 
 
-def build_model(spec: str, checkpoint: str) -> Tuple[torch.nn.Module, Dict[str, Any]]:
-    """Instantiate ``spec`` with the checkpoint's model_kwargs and load its weights (strictly)."""
+def build_model(spec: str, checkpoint: str, readout: Optional[str] = None) -> Tuple[torch.nn.Module, Dict[str, Any]]:
+    """Instantiate ``spec`` with the checkpoint's model_kwargs and load its weights (strictly).
+
+    The readout rule comes from ``readout`` if given, else from the checkpoint's ``readout`` or a
+    module-level ``readout`` string in the factory's module; a checkpoint and a module that
+    disagree are refused (pass ``readout`` / ``--readout`` to choose)."""
     state, extra = load_checkpoint(checkpoint)
     factory = load_factory(spec)
+    extra = dict(extra)
+    extra["readout"] = _readout(spec, factory, extra.get("readout"), readout)
     kwargs = dict(extra.get("model_kwargs") or {})
     try:
         model = factory(**kwargs)
@@ -110,6 +118,25 @@ def build_model(spec: str, checkpoint: str) -> Tuple[torch.nn.Module, Dict[str, 
         msg = " ".join(str(e).split())
         raise NirDeployError(f"checkpoint {checkpoint} does not fit {spec}: {msg[:300]}") from None
     return model.eval(), extra
+
+
+def _readout(spec: str, factory, in_checkpoint, given) -> Optional[str]:
+    from toolchain.ir.metadata import READOUTS
+
+    module = importlib.import_module(factory.__module__) if getattr(factory, "__module__", None) else None
+    in_module = getattr(module, "readout", None) if module is not None else None
+    for what, r in (("--readout", given), ("the checkpoint's readout", in_checkpoint),
+                    (f"the module-level readout of {spec.split(':')[0]}", in_module)):  # fmt: skip
+        if r is not None and r not in READOUTS:
+            raise NirDeployError(f"{what} is {r!r}; choose one of {', '.join(READOUTS)}")
+    if given is not None:
+        return given
+    if in_checkpoint is not None and in_module is not None and in_checkpoint != in_module:
+        raise NirDeployError(
+            f"the checkpoint says readout {in_checkpoint!r} but {spec.split(':')[0]} defines readout = {in_module!r}; "
+            f"pass --readout to choose"
+        )
+    return in_checkpoint if in_checkpoint is not None else in_module
 
 
 def _diff_keys(expected: Dict[str, Any], got: Dict[str, Any]):

@@ -61,7 +61,7 @@ def export_checkpoint(factory: str, checkpoint: str, output: Optional[str] = Non
     Arguments given here override the checkpoint's values."""
     from exporters.checkpoint import build_model
 
-    model, extra = build_model(factory, checkpoint)
+    model, extra = build_model(factory, checkpoint, readout=readout)
     if input_shape is None and extra.get("input_shape") is not None:
         input_shape = tuple(int(s) for s in extra["input_shape"])
     return export(
