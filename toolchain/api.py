@@ -196,8 +196,8 @@ def lower(model, dt: Optional[float] = None, method: Optional[str] = None, sourc
     else:
         if dt is not None and not np.isclose(source.dt, dt, rtol=1e-9, atol=0):
             raise NirDeployError(
-                f"the graph was trained at dt={source.dt:g} s; to run it at dt={dt:g} s choose how to "
-                "adapt it with --method (tau, integral, euler, exact or none)"
+                f"the graph's timestep is dt={source.dt:g} s (its metadata); to run it at dt={dt:g} s choose how "
+                "to adapt it with --method (tau, integral, euler, exact or none)"
             )
         disc = source
     return graph, lower_graph(graph, disc)
