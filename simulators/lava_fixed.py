@@ -2,7 +2,7 @@
 
 ``run_lava_fixed(program, inputs)`` quantizes ``program`` (``toolchain/loihi/quantize.py``, the same
 integers the emulator and ``nirdeploy deploy`` use), builds the Lava network of the float
-backend's plan (``simulators/lava_runtime.py``: one ``LIFReset`` per neuron group with windows
+backend's plan (``toolchain/loihi/plan.py``: one ``LIFReset`` per neuron group with windows
 aligned by depth, relays, Dense/Conv per connection, gated back-edge sources) with integer
 parameters, runs all samples in ONE Lava run with ``Loihi2SimCfg(select_tag="fixed_pt")`` and
 returns a :class:`SimResult` that lines up step for step with the reference.

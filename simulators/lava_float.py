@@ -1,6 +1,6 @@
 """The Lava floating-point backend: a lowered program on Lava's CPU simulator (``floating_pt``).
 
-``run_lava_float(program, inputs)`` plans the network (``simulators/lava_runtime.py``: CUBA
+``run_lava_float(program, inputs)`` plans the network (``toolchain/loihi/plan.py``: CUBA
 forms, one Dense or Conv per neuron-to-neuron connection, depths, relays, gates), builds Lava
 processes (a LIFReset per neuron group, plain LIF relays, Dense/Conv, RingBuffer sources for
 the input and the gates, memory-mapped recorders for spikes and membrane potentials), runs all
