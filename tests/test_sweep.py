@@ -9,7 +9,7 @@ import pytest
 from toolchain.cli.main import main
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CK = os.path.join(REPO, "examples", "temporal", "checkpoint.pt")
+CK = os.path.join(REPO, "toolchain", "demo_model", "checkpoint.pt")
 
 
 @pytest.fixture(scope="module")
