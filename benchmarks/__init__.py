@@ -1,5 +1,5 @@
 """Benchmarks (``make bench`` runs ``python -m benchmarks.run``) and the demo setup they share with
-``examples/fixed_point_evidence.py``."""
+``examples/zoo/fixed_point_evidence.py``."""
 
 from __future__ import annotations
 

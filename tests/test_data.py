@@ -316,7 +316,7 @@ def test_fast_training_forward_equals_norse_and_grads_match_autograd():
     from norse.torch.functional.threshold import threshold
 
     from toolchain.demo_model.model import build_model, run_over_time
-    from examples.temporal.train import fast_forward
+    from examples.zoo.temporal.train import fast_forward
 
     torch.manual_seed(0)
     m = build_model(n_in=6, n_hidden=9, n_out=3, dt=0.5e-3)
