@@ -23,7 +23,7 @@ $(STAMP): requirements.lock pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/nirdeploy demo --out $(OUT)
+	$(VENV)/bin/nirdeploy demo -o $(OUT)
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests

@@ -1,5 +1,5 @@
 """Benchmarks (``make bench`` runs ``python -m benchmarks.run``) and the demo setup they share with
-``examples/fixed_point_evidence.py``."""
+``examples/zoo/fixed_point_evidence.py``."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ def demo_setup(allow_untrained: bool = True, workdir: str = None) -> Tuple[objec
     Returns (program, x [samples, steps, 40] counts, labels, info); ``info["nir"]`` and
     ``info["data_spec"]`` name the exported graph (in ``workdir``, default: a temporary
     directory that lives as long as the process) and the data (for ``--data``). Without the trained
-    checkpoint (``examples/temporal/checkpoint.pt``) or the shipped data, and with
+    checkpoint (``toolchain/demo_model/checkpoint.pt``) or the shipped data, and with
     ``allow_untrained``, a randomly initialized model of the same shape and freshly generated
     data of the same task stand in (``info`` says so); the numbers are then only timings.
     """
@@ -46,11 +46,11 @@ def demo_setup(allow_untrained: bool = True, workdir: str = None) -> Tuple[objec
             raise SystemExit(f"the demo checkpoint {DEMO_CHECKPOINT} is missing")
         import torch
 
-        from examples.temporal.model import build_model as factory
+        from toolchain.demo_model.model import build_model as factory
 
         torch.manual_seed(0)
         model, dt, readout = factory(), 1e-3, "sum"
-        info["model"] = "examples/temporal/model.py, random initialization (checkpoint missing)"
+        info["model"] = "toolchain/demo_model/model.py, random initialization (checkpoint missing)"
     graph = export_model(model, dt=dt, readout=readout)
     workdir = workdir or tempfile.mkdtemp(prefix="nirdeploy-demo-")
     p = os.path.join(workdir, "model.nir")

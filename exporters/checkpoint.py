@@ -27,13 +27,10 @@ def load_factory(spec: str) -> Callable[..., torch.nn.Module]:
     if ":" not in spec:
         raise NirDeployError(f"--model must look like package.module:factory, got {spec!r}")
     mod_name, attr = spec.split(":", 1)
-    # let users name modules of their own project, and the examples of a nirdeploy checkout
-    from pathlib import Path
-
-    checkout = str(Path(__file__).resolve().parents[1])
-    for extra in (os.getcwd(), checkout):
-        if extra not in sys.path:
-            sys.path.append(extra)
+    # let users name modules of their own project (the directory they run nirdeploy from)
+    cwd = os.getcwd()
+    if cwd not in sys.path:
+        sys.path.append(cwd)
     try:
         mod = importlib.import_module(mod_name)
     except ImportError as e:

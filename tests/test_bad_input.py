@@ -110,7 +110,7 @@ def test_unsafe_pickle_refused(capsys, tmp_path):
     path = tmp_path / "evil.pt"  # a pickle whose loading would construct an arbitrary class
     torch.save({"state_dict": {}, "obj": argparse.Namespace(a=1)}, path)
     line = expect_error(
-        capsys, ["export", "--model", "examples.temporal.model:build_model", "--checkpoint", str(path), "-o", str(tmp_path / "m.nir")],
+        capsys, ["export", "--model", "examples.zoo.temporal.model:build_model", "--checkpoint", str(path), "-o", str(tmp_path / "m.nir")],
         "refusing to load",
     )
     assert "weights_only" in line and "argparse" in line

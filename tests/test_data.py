@@ -308,15 +308,15 @@ def test_default_file_sizes_and_rate_code_at_chance():
 
 
 # ---------------------------------------------------------------------------- the demo model
-CHECKPOINT = DEFAULT_FILE.parents[2] / "examples" / "temporal" / "checkpoint.pt"
+CHECKPOINT = DEFAULT_FILE.parents[1] / "demo_model" / "checkpoint.pt"
 
 
 def test_fast_training_forward_equals_norse_and_grads_match_autograd():
     import norse.torch as nt
     from norse.torch.functional.threshold import threshold
 
-    from examples.temporal.model import build_model, run_over_time
-    from examples.temporal.train import fast_forward
+    from toolchain.demo_model.model import build_model, run_over_time
+    from examples.zoo.temporal.train import fast_forward
 
     torch.manual_seed(0)
     m = build_model(n_in=6, n_hidden=9, n_out=3, dt=0.5e-3)
@@ -347,7 +347,7 @@ def test_fast_training_forward_equals_norse_and_grads_match_autograd():
 
 
 def test_shipped_checkpoint_reproduces_its_accuracy():
-    from examples.temporal.model import build_model, predict, readout, run_layerwise
+    from toolchain.demo_model.model import build_model, predict, readout, run_layerwise
 
     ck = torch.load(CHECKPOINT, weights_only=True)
     assert {"state_dict", "model_kwargs", "dt", "readout", "seed", "test_accuracy", "train_seconds"} <= set(ck)

@@ -29,7 +29,7 @@ LAYERS = [
                   "simulators.lava_float", "simulators.lava_fixed", "simulators.lava_netx", "simulators.backends"]),
     ("analysis", ["toolchain.analysis"]),
     ("reports", ["toolchain.reports"]),
-    ("api", ["toolchain.api", "toolchain.demo"]),
+    ("api", ["toolchain.api", "toolchain.demo", "toolchain.demo_model"]),
     ("cli", ["toolchain.cli"]),
 ]
 RANK = {name: i for i, (name, _) in enumerate(LAYERS)}

@@ -89,7 +89,7 @@ def spikes(shape, p, seed, scale=1.0):
 
 
 def demo_like(n_in=40, n_hidden=128, n_out=10, seed=0, readout="lif"):
-    """The demo's structure (examples/temporal/model.py): Linear(40, 128) -> LIFBox -> Linear(128, 10) -> LIFBox."""
+    """The demo's structure (toolchain/demo_model/model.py): Linear(40, 128) -> LIFBox -> Linear(128, 10) -> LIFBox."""
     torch.manual_seed(seed)
     p = nt.LIFBoxParameters(v_th=torch.tensor(0.1))
     last = nt.LIFBoxCell(p, dt=1e-3) if readout == "lif" else nt.LICell(dt=1e-3)
@@ -152,13 +152,11 @@ def test_neurobench_crosscheck_conv_padding():
 
 
 def test_demo_checkpoint_crosscheck():
-    """The real demo model (once examples/temporal has its model and checkpoint)."""
-    ckpt = REPO / "examples" / "temporal" / "checkpoint.pt"
-    if not ckpt.exists() or not (REPO / "examples" / "temporal" / "model.py").exists():
-        pytest.skip("examples/temporal/checkpoint.pt is not there yet (the demo model is being trained)")
+    """The real demo model (toolchain/demo_model: its definition and shipped checkpoint)."""
     from exporters.checkpoint import build_model
+    from toolchain.demo_model import CHECKPOINT, MODEL
 
-    model, extra = build_model("examples.temporal.model:build_model", str(ckpt))
+    model, extra = build_model(MODEL, str(CHECKPOINT))
     model = model.double()
     shape = tuple(extra.get("input_shape") or (model[0].in_features,))
     x = spikes((4, 80) + shape, 0.05, 9)

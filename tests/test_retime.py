@@ -7,7 +7,7 @@ import torch
 import norse.torch as nt
 from hypothesis import given, settings, strategies as st
 
-from examples.retiming import constant_drive as cd
+from examples.zoo.retiming import constant_drive as cd
 from exporters.torch_run import run_torch
 from exporters.torch_to_nir import export_model
 from simulators.reference import simulate

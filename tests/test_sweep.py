@@ -9,13 +9,13 @@ import pytest
 from toolchain.cli.main import main
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CK = os.path.join(REPO, "examples", "temporal", "checkpoint.pt")
+CK = os.path.join(REPO, "toolchain", "demo_model", "checkpoint.pt")
 
 
 @pytest.fixture(scope="module")
 def demo_nir(tmp_path_factory):
     p = tmp_path_factory.mktemp("sweep") / "demo.nir"
-    assert main(["export", "--model", "examples.temporal.model:build_model", "--checkpoint", CK, "-o", str(p)]) == 0
+    assert main(["export", "--model", "examples.zoo.temporal.model:build_model", "--checkpoint", CK, "-o", str(p)]) == 0
     return str(p)
 
 

@@ -1,4 +1,4 @@
-"""The shipped zoo checkpoints (examples/<family>/checkpoint.pt): each loads with
+"""The shipped zoo checkpoints (examples/zoo/<family>/checkpoint.pt): each loads with
 ``torch.load(weights_only=True)``, exports through the CLI, and the exported graph reproduces the
 trained torch model's spikes exactly (float64, every spiking layer, the non-spiking readout's
 membrane) on real test samples of its own dataset, binned at its training dt.
@@ -35,8 +35,8 @@ SHIPPED = {
 @pytest.mark.parametrize("family", list(SHIPPED))
 def test_shipped_checkpoint_exports_and_reproduces(family, tmp_path):
     data, n, floor = SHIPPED[family]
-    ck = os.path.join(REPO, "examples", family, "checkpoint.pt")
-    spec = f"examples.{family}.model:build_model"
+    ck = os.path.join(REPO, "examples", "zoo", family, "checkpoint.pt")
+    spec = f"examples.zoo.{family}.model:build_model"
     model, extra = build_model(spec, ck)
     metric = extra.get("test_accuracy", extra.get("test_mean_iou"))
     assert metric is not None and metric >= floor, f"{family}: recorded test metric {metric}"

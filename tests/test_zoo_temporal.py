@@ -1,5 +1,5 @@
-"""Model zoo, temporal families: static-to-event transfer (examples/transfer) and SHD-style audio
-(examples/audio).
+"""Model zoo, temporal families: static-to-event transfer (examples/zoo/transfer) and SHD-style audio
+(examples/zoo/audio).
 
 * each family's exported graph reproduces the torch model's spikes exactly on the reference
   simulator (float64, every neuron layer; small untrained instances with calibrated weights);
@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from examples.audio.model import build_model as build_audio
-from examples.transfer.model import build_model as build_transfer
-from examples.transfer.train import calibrate, linear_cka, replacement_probability, step_weights, transfer_loss
+from examples.zoo.audio.model import build_model as build_audio
+from examples.zoo.transfer.model import build_model as build_transfer
+from examples.zoo.transfer.train import calibrate, linear_cka, replacement_probability, step_weights, transfer_loss
 from exporters.torch_run import run_torch
 from exporters.torch_to_nir import export_model
 from simulators.reference import simulate

@@ -3,7 +3,7 @@
 * each family's exported graph reproduces the torch model's spikes exactly on the reference
   simulator (float64, every neuron layer), on random and on event inputs;
 * structure: residual edges (two edges into one neuron node), dilation kept, BatchNorm folded;
-* the training path (examples/resnet/fast.py) is the per-step arithmetic;
+* the training path (examples/zoo/resnet/fast.py) is the per-step arithmetic;
 * the segmentation metric on hand-made cases with known IoU, and its wiring into run records,
   the CLI (``simulate --data`` with targets) and the report;
 * one small Lava floating-point run per family: Lava's spikes equal the reference's.
@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 import torch
 
-from examples.resnet.model import build_model as build_resnet
-from examples.segmentation.model import build_model as build_deeplab
+from examples.zoo.resnet.model import build_model as build_resnet
+from examples.zoo.segmentation.model import build_model as build_deeplab
 from exporters.torch_run import run_torch
 from exporters.torch_to_nir import export_model
 from simulators.reference import simulate
@@ -26,7 +26,7 @@ from toolchain.ir import discretization_of, load_graph, save_graph
 from toolchain.program import lower
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-EXAMPLES = os.path.join(os.path.dirname(HERE), "examples")
+EXAMPLES = os.path.join(os.path.dirname(HERE), "examples", "zoo")
 
 
 def _randomize_bn(model, seed=0, shape=None):
@@ -112,7 +112,7 @@ def test_resnet_structure_and_exact_reproduction(tmp_path):
 
 
 def test_training_path_is_the_per_step_arithmetic():
-    from examples.resnet.fast import run_steps
+    from examples.zoo.resnet.fast import run_steps
 
     torch.manual_seed(2)
     for m, shape in ((_randomize_bn(build_resnet(channels=(4, 8))), (2, 16, 16)), (_randomize_bn(build_deeplab(channels=(4, 8))), (2, 32, 32))):

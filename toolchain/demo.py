@@ -8,20 +8,14 @@ from __future__ import annotations
 
 import os
 import time
-from pathlib import Path
 
 import numpy as np
 
+from toolchain.demo_model import CHECKPOINT as DEMO_CHECKPOINT, MODEL as DEMO_MODEL
 from toolchain.errors import NirDeployError
-
-REPO = Path(__file__).resolve().parents[1]
-DEMO_MODEL = "examples.temporal.model:build_model"
-DEMO_CHECKPOINT = REPO / "examples" / "temporal" / "checkpoint.pt"
 
 
 def run_demo(out: str, lava_samples: int = 32, quiet: bool = False) -> dict:
-    import sys
-
     from exporters.checkpoint import build_model
     from exporters.torch_run import run_torch
     from exporters.torch_to_nir import export_model
@@ -33,9 +27,7 @@ def run_demo(out: str, lava_samples: int = 32, quiet: bool = False) -> dict:
     from toolchain.analysis.records import compare_results, run_record, write_json
 
     if not DEMO_CHECKPOINT.exists():
-        raise NirDeployError(f"the demo checkpoint {DEMO_CHECKPOINT} is missing (run from a nirdeploy checkout)")
-    if str(REPO) not in sys.path:
-        sys.path.insert(0, str(REPO))
+        raise NirDeployError(f"the demo checkpoint {DEMO_CHECKPOINT} is missing (a broken nirdeploy install: it is package data)")
     console = new_console()
     os.makedirs(out, exist_ok=True)
     t_start = time.perf_counter()
@@ -49,7 +41,7 @@ def run_demo(out: str, lava_samples: int = 32, quiet: bool = False) -> dict:
     graph = load_graph(nir_path)
     program = lower(graph, discretization_of(graph))
     readout = str(graph.metadata.get("readout", "sum"))
-    console.print(f"exported {DEMO_CHECKPOINT.relative_to(REPO)} -> {nir_path} (dt = {program.disc.dt * 1e3:g} ms)")
+    console.print(f"exported the shipped demo checkpoint ({DEMO_CHECKPOINT.name}) -> {nir_path} (dt = {program.disc.dt * 1e3:g} ms)")
 
     ds = open_dataset("default")
     x, info = ds.bin_with_info(program.disc.dt)

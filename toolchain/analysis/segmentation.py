@@ -1,6 +1,6 @@
 """Semantic segmentation from a spiking network's output: per-pixel predictions, confusion matrix, IoU.
 
-A segmentation SNN (examples/segmentation) ends in a per-pixel output layer: class scores for
+A segmentation SNN (examples/zoo/segmentation) ends in a per-pixel output layer: class scores for
 every pixel of a *reduced* resolution grid, ``output [samples, steps, classes, h, w]``. The chip
 (or any backend) stops there. The host then
 

@@ -198,7 +198,7 @@ def cmd_compare(args) -> int:
 def cmd_demo(args) -> int:
     from toolchain.demo import run_demo
 
-    run_demo(args.out, lava_samples=args.lava_samples, quiet=args.quiet)
+    run_demo(args.output, lava_samples=args.lava_samples, quiet=args.quiet)
     return 0
 
 
@@ -265,7 +265,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_compare, input=None)
 
     p = sub.add_parser("demo", help="export the shipped model, simulate it on the reference and Lava, compare")
-    p.add_argument("--out", default="demo_out", help="output directory")
+    p.add_argument("-o", "--output", default="demo_out", help="output directory (default: demo_out)")
+    p.add_argument("--out", dest="output", help=argparse.SUPPRESS)  # the old spelling
     p.add_argument("--lava-samples", type=int, default=32, help="test samples to run on Lava")
     p.add_argument("-q", "--quiet", action="store_true")
     p.set_defaults(func=cmd_demo)

@@ -9,7 +9,7 @@ here as through its per-step ``forward`` (tests/test_zoo_vision.py checks it). N
 changes the deployed model: it is only how the weights are trained.
 
 Gradients: surrogate ``1 / (alpha |v - v_th| + 1)^2`` (SuperSpike; alpha = 1 is norse 1.1.0's),
-reset left out of the gradient (as in examples/temporal/train.py).
+reset left out of the gradient (as in examples/zoo/temporal/train.py).
 """
 
 from __future__ import annotations

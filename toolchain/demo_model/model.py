@@ -1,4 +1,4 @@
-"""The demo model: a two-layer spiking network of norse cells, one time step per call.
+"""The demo model (``nirdeploy demo``): a two-layer spiking network of norse cells, one time step per call.
 
 ``build_model`` returns a :class:`norse.torch.SequentialState`::
 

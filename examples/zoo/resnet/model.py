@@ -29,7 +29,7 @@ The class is the readout neuron with the highest membrane potential summed over 
 every convolution a bias, which Lava's two-state LIF could not take into its synaptic current.
 The model is a per-step module, ``out, state = model(x_t, state)``, which ``nirdeploy export``
 traces; :meth:`SpikingResNet.forward_sequence` is the same arithmetic over a whole sequence, for
-training (examples/resnet/fast.py).
+training (examples/zoo/resnet/fast.py).
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from typing import Sequence
 import norse.torch as nt
 import torch
 
-from examples.resnet.fast import cell_run, frames
+from examples.zoo.resnet.fast import cell_run, frames
 
 #: class = argmax over the readout neurons of the membrane potential summed over time
 readout = "sum"

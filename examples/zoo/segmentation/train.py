@@ -1,6 +1,6 @@
 """Train the small spiking DeepLab on the segmentation digits.
 
-    python -m examples.segmentation.train --dt 0.004 --seed 0 -o examples/segmentation/checkpoint.pt
+    python -m examples.zoo.segmentation.train --dt 0.004 --seed 0 -o examples/zoo/segmentation/checkpoint.pt
 
 Data: ``toolchain.data.digits.cached_segmentation_digits()`` (one or two of scikit-learn's 8x8
 digits, upsampled to 12 px, on a 32 x 32 canvas moved along saccades and seen by a DVS model;
@@ -10,7 +10,7 @@ pixels), 1000 train / 200 test samples: the splits ``open_dataset("digits-seg:tr
 
 How it trains (none of it changes the deployed model):
 
-* the fast sequence path of examples/resnet/fast.py (convolutions on all B x T frames at once,
+* the fast sequence path of examples/zoo/resnet/fast.py (convolutions on all B x T frames at once,
   one autograd function per spiking layer over time, surrogate ``1 / (alpha |v - v_th| + 1)^2``);
 * BatchNorm statistics over the B x T frames of a batch (running statistics are folded at export);
 * objective: per-pixel cross-entropy of the readout membrane averaged over time, upsampled
@@ -32,9 +32,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from examples.resnet.fast import run_steps
-from examples.segmentation.model import build_model, readout, upsampling
-from examples.training import factory_kwargs, fit_one_cycle
+from examples.zoo.resnet.fast import run_steps
+from examples.zoo.segmentation.model import build_model, readout, upsampling
+from examples.zoo.training import factory_kwargs, fit_one_cycle
 from toolchain.analysis import segmentation as seg
 from exporters.checkpoint import save_checkpoint
 

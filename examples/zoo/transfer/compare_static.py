@@ -1,6 +1,6 @@
 """With vs without the static images, over seeds: does static-to-event transfer help here?
 
-    python -m examples.transfer.compare_static --seeds 0,1,2,3,4 --event-fraction 0.1 --jobs 2
+    python -m examples.zoo.transfer.compare_static --seeds 0,1,2,3,4 --event-fraction 0.1 --jobs 2
 
 For every seed both arms train the same network (``model.py``) on the same ``event-fraction``
 of the event training split (stratified, chosen by the seed), from the same initial weights,
@@ -12,7 +12,7 @@ for the same number of epochs and optimizer steps (the batches run over the even
 * ``without static``: per-step cross-entropy on the event samples only.
 
 Test accuracy is measured on the event test split (300 samples) with the norse model. Output
-(``--out``, default examples/transfer/compare_static): ``runs.json`` (every run, cached: an
+(``--out``, default examples/zoo/transfer/compare_static): ``runs.json`` (every run, cached: an
 interrupted comparison resumes), ``table_f<fraction><variant>.md`` (per seed, mean +- std, paired
 difference; the variant names the recipe settings given on the command line, see
 :func:`variant`). ``--domain-weight 0`` is the ablation with the static images and the sliding
@@ -49,7 +49,7 @@ def _key(with_static: bool, seed: int, fraction: float, epochs: int, recipe: Dic
 
 
 def _run(with_static: bool, seed: int, fraction: float, epochs: int, threads: int, recipe: Dict = RECIPE) -> Dict:
-    from examples.transfer.train import train
+    from examples.zoo.transfer.train import train
 
     t0 = time.perf_counter()
     _, info = train(with_static=with_static, event_fraction=fraction, seed=seed, epochs=epochs, threads=threads, log=None,
@@ -99,7 +99,7 @@ def main(argv=None) -> int:
     ap.add_argument("--seeds", default="0,1,2,3,4")
     ap.add_argument("--event-fraction", type=float, default=0.1)
     ap.add_argument("--epochs", type=int, default=None, help="default: train.py's")
-    from examples.transfer.train import COEF_MODES, DEFAULTS
+    from examples.zoo.transfer.train import COEF_MODES, DEFAULTS
 
     ap.add_argument("--domain-weight", type=float, default=DEFAULTS["domain_weight"],
                     help="weight of the CKA domain loss in the with-static arm (0: ablation without it)")

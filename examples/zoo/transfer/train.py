@@ -1,7 +1,7 @@
 """Train the event-digit conv SNN with (or without) static-to-event knowledge transfer.
 
-    python -m examples.transfer.train --event-fraction 0.1 --with-static --seed 0 -o examples/transfer/checkpoint.pt
-    python -m examples.transfer.train --event-fraction 0.1 --no-static   --seed 0
+    python -m examples.zoo.transfer.train --event-fraction 0.1 --with-static --seed 0 -o examples/zoo/transfer/checkpoint.pt
+    python -m examples.zoo.transfer.train --event-fraction 0.1 --no-static   --seed 0
 
 The recipe follows He et al. 2023 (arXiv 2303.13077) / Zhao, He et al., AAAI 2024 ("An Efficient
 Knowledge Transfer Strategy for Spiking Neural Networks from Static to Event Domain", code:
@@ -42,7 +42,7 @@ github.com/Brain-Cog-Lab/Transfer-for-DVS, ``main_transfer.py`` and ``CKA.py``),
   the plain per-step cross-entropy on the event outputs only.
 
 Training speed: conv/pool/linear layers run on all steps at once and each LIF layer is one
-autograd function over time (``examples/temporal/train.py``: same arithmetic as norse's box cell,
+autograd function over time (``examples/zoo/temporal/train.py``: same arithmetic as norse's box cell,
 SuperSpike surrogate, reset detached). Reported accuracies are measured with the norse model.
 """
 
@@ -57,9 +57,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from examples.temporal.train import _BoxLayer, _cell_constants
-from examples.transfer.model import build_model, predict, readout, run_layerwise
-from examples.training import factory_kwargs
+from examples.zoo.temporal.train import _BoxLayer, _cell_constants
+from examples.zoo.transfer.model import build_model, predict, readout, run_layerwise
+from examples.zoo.training import factory_kwargs
 from exporters.checkpoint import save_checkpoint
 
 DEFAULTS = dict(

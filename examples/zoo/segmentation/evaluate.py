@@ -1,9 +1,9 @@
-"""Deploy the spiking DeepLab checkpoint and write ``examples/segmentation/results.json``.
+"""Deploy the spiking DeepLab checkpoint and write ``examples/zoo/segmentation/results.json``.
 
-    python -m examples.segmentation.evaluate              # everything below (~30 min on 2 busy cores)
-    python -m examples.segmentation.evaluate --skip-sweep --lava-samples 10
+    python -m examples.zoo.segmentation.evaluate              # everything below (~30 min on 2 busy cores)
+    python -m examples.zoo.segmentation.evaluate --skip-sweep --lava-samples 10
 
-The steps of examples/deploy.py (``evaluate_family``), scored by mean IoU: export;
+The steps of examples/zoo/deploy.py (``evaluate_family``), scored by mean IoU: export;
 the torch model on the 200 test samples; ``nirdeploy simulate --backend reference`` (its run
 record holds the ``segmentation`` section: mean IoU, per-class IoU, pixel accuracy, and the
 note that the upsampling runs on the host after the chip's output); ``nirdeploy compare
@@ -19,7 +19,7 @@ import argparse
 import os
 import torch
 
-from examples.deploy import REPO, evaluate_family
+from examples.zoo.deploy import REPO, evaluate_family
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -39,7 +39,7 @@ def main(argv=None) -> int:
     evaluate_family(
         "segmentation (spiking DeepLab: dilated convolutions, ASPP, per-pixel LI readout; segmentation digits)",
         "mean_iou",
-        "examples.segmentation.model:build_model",
+        "examples.zoo.segmentation.model:build_model",
         args.checkpoint,
         "digits-seg",
         args.work,

@@ -1,4 +1,4 @@
-"""Deploy one zoo model end to end and collect its numbers (shared by examples/*/evaluate.py).
+"""Deploy one zoo model end to end and collect its numbers (shared by examples/zoo/*/evaluate.py).
 
 Each step is a ``nirdeploy`` command, printed as it runs, so that every number in a family's
 ``results.json`` can be reproduced by hand; artifacts go to a work directory (``runs/<family>``,
@@ -33,7 +33,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def _nirdeploy() -> List[str]:
@@ -82,7 +82,7 @@ def torch_outputs(model_spec: str, checkpoint: str, data: str, batch: int = 50):
     """(outputs [N, T, ...] of the per-step torch model in float32, dataset, checkpoint extras)."""
     import torch
 
-    from examples.resnet.fast import run_steps
+    from examples.zoo.resnet.fast import run_steps
     from exporters.checkpoint import build_model
     from toolchain.data import open_dataset
 

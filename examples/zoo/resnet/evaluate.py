@@ -1,7 +1,7 @@
-"""Deploy the spiking ResNet checkpoint and write ``examples/resnet/results.json``.
+"""Deploy the spiking ResNet checkpoint and write ``examples/zoo/resnet/results.json``.
 
-    python -m examples.resnet.evaluate                    # everything below (~10 min on 2 busy cores)
-    python -m examples.resnet.evaluate --skip-sweep --lava-samples 20
+    python -m examples.zoo.resnet.evaluate                    # everything below (~10 min on 2 busy cores)
+    python -m examples.zoo.resnet.evaluate --skip-sweep --lava-samples 20
 
 Each step is a ``nirdeploy`` command, printed as it runs; artifacts go to ``--work`` (default
 ``runs/resnet``, not versioned); a step whose output exists is skipped unless ``--force``:
@@ -17,7 +17,7 @@ Each step is a ``nirdeploy`` command, printed as it runs; artifacts go to ``--wo
 6. ``nirdeploy report`` of the reference run; ``nirdeploy sweep`` over timesteps x retiming
    methods (reference backend) and its report.
 
-The steps live in examples/deploy.py (``evaluate_family``), shared by every zoo family.
+The steps live in examples/zoo/deploy.py (``evaluate_family``), shared by every zoo family.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from examples.deploy import REPO, evaluate_family
+from examples.zoo.deploy import REPO, evaluate_family
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -43,7 +43,7 @@ def main(argv=None) -> int:
     evaluate_family(
         "resnet (spiking ResNet, residual blocks, event digits)",
         "accuracy",
-        "examples.resnet.model:build_model",
+        "examples.zoo.resnet.model:build_model",
         args.checkpoint,
         "digits",
         args.work,

@@ -1,9 +1,9 @@
 """Write the model-zoo table of docs/zoo.md from the families' ``results.json``.
 
-    python -m examples.zoo_table            # prints the tables and rewrites the block in docs/zoo.md
+    python -m examples.zoo.zoo_table            # prints the tables and rewrites the block in docs/zoo.md
 
-Each ``examples/<family>/results.json`` is written by ``python -m examples.<family>.evaluate``
-(examples/deploy.py). The text between the markers ``<!-- zoo-table -->`` and
+Each ``examples/zoo/<family>/results.json`` is written by ``python -m examples.zoo.<family>.evaluate``
+(examples/zoo/deploy.py). The text between the markers ``<!-- zoo-table -->`` and
 ``<!-- /zoo-table -->`` in docs/zoo.md is replaced; the rest of the page is left alone. A family
 without results is listed as "not evaluated" rather than left out.
 """
@@ -15,7 +15,7 @@ import os
 from typing import Any, Dict, List, Optional
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-REPO = os.path.dirname(HERE)
+REPO = os.path.dirname(os.path.dirname(HERE))
 FAMILIES = ("resnet", "segmentation", "transfer", "audio")
 BEGIN, END = "<!-- zoo-table -->", "<!-- /zoo-table -->"
 
@@ -52,7 +52,7 @@ def main_table(results: Dict[str, Optional[Dict[str, Any]]]) -> str:
     for fam in FAMILIES:
         r = results.get(fam)
         if r is None:
-            lines.append(f"| {fam} | not evaluated (no examples/{fam}/results.json) |" + " |" * 9)
+            lines.append(f"| {fam} | not evaluated (no examples/zoo/{fam}/results.json) |" + " |" * 9)
             continue
         met = r["metric"]
         lf = r.get("lava_float") or {}

@@ -2,9 +2,9 @@
 
 Run from the repository root (takes a few minutes, most of it Lava)::
 
-    .venv/bin/python examples/fixed_point_evidence.py [--lava-samples 300] [--out examples/fixed_point_evidence.json]
+    .venv/bin/python examples/zoo/fixed_point_evidence.py [--lava-samples 300] [--out examples/zoo/fixed_point_evidence.json]
 
-1. Demo network (``examples/temporal``, trained at dt = 1 ms) on the first ``--lava-samples``
+1. Demo network (``examples/zoo/temporal``, trained at dt = 1 ms) on the first ``--lava-samples``
    samples of the demo test split: ``lava-fixed`` (Lava's bit-accurate models, one Lava run) vs
    ``emulator``, both with the quantization ``nirdeploy compare --backends lava-fixed,emulator``
    uses (netx profile, no calibration). Spike agreement per layer and samples with identical spikes.
@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
@@ -155,7 +155,7 @@ def main(argv=None) -> int:
     ap.add_argument("--cnn-steps", type=int, default=100)
     ap.add_argument("--dts", default="0.0005,0.001,0.002,0.004")
     ap.add_argument("--methods", default="tau,integral,exact", help="retiming methods for the per-dt table")
-    ap.add_argument("--out", default=str(REPO / "examples" / "fixed_point_evidence.json"))
+    ap.add_argument("--out", default=str(REPO / "examples" / "zoo" / "fixed_point_evidence.json"))
     args = ap.parse_args(argv)
 
     from benchmarks import demo_setup, machine

@@ -10,7 +10,7 @@ exponential), a spike is emitted at the first bin end where v exceeds the thresh
 reset there, so each interspike interval is the first multiple of dt at which the exact voltage
 exceeds the threshold.
 
-    python -m examples.retiming.constant_drive          # prints the table for docs/retiming.md
+    python -m examples.zoo.retiming.constant_drive          # prints the table for docs/retiming.md
 """
 
 from __future__ import annotations

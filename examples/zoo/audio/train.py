@@ -1,6 +1,6 @@
 """Train the SHD-style spoken-digit SNN at a given timestep.
 
-    python -m examples.audio.train --dt 0.004 --seed 0 -o examples/audio/checkpoint.pt
+    python -m examples.zoo.audio.train --dt 0.004 --seed 0 -o examples/zoo/audio/checkpoint.pt
 
 Data: ``toolchain.data.speech.load_spoken_digits`` (64 cochlea channels, 10 English digit words
 from 88 synthetic espeak-ng speakers; the test split is spoken by 18 held-out speakers), binned
@@ -12,10 +12,10 @@ output read out by spike counts).
 How it trains (the deployed model is untouched by any of this):
 
 * Initial weights are scaled on the data, layer by layer, so that each layer's input current
-  has a standard deviation of ``--init-std`` thresholds (``examples/transfer/train.py:calibrate``);
+  has a standard deviation of ``--init-std`` thresholds (``examples/zoo/transfer/train.py:calibrate``);
   their scale then reflects dt and the input rates.
 * Each LIF layer is one autograd function over the whole sequence with norse's SuperSpike
-  surrogate and the reset detached (``examples/temporal/train.py``: same arithmetic as norse).
+  surrogate and the reset detached (``examples/zoo/temporal/train.py``: same arithmetic as norse).
 * Objective: cross-entropy on the maximum over time of each output neuron's membrane potential
   (before reset for a spiking output): for the LI output this is exactly the readout, for a
   spiking one the neuron whose membrane peaks highest fires most (the demo's recipe).
@@ -40,11 +40,11 @@ from typing import Any, Callable, Dict, Optional, Tuple
 import torch
 import torch.nn.functional as F
 
-from examples.audio.model import build_model, predict
-from examples.temporal.model import run_layerwise
-from examples.temporal.train import fast_forward
-from examples.transfer.train import calibrate
-from examples.training import factory_kwargs
+from examples.zoo.audio.model import build_model, predict
+from examples.zoo.temporal.model import run_layerwise
+from examples.zoo.temporal.train import fast_forward
+from examples.zoo.transfer.train import calibrate
+from examples.zoo.training import factory_kwargs
 from exporters.checkpoint import save_checkpoint
 
 DEFAULTS = dict(dt=4e-3, epochs=40, batch_size=64, lr=5e-2, n_hidden=128, n_layers=2, init_std=1.0)

@@ -1,7 +1,7 @@
 """Deploy the transfer-trained checkpoint like every zoo model and write ``results.json``.
 
-    python -m examples.transfer.evaluate                      # everything below
-    python -m examples.transfer.evaluate --lava-samples 20 --skip-sweep
+    python -m examples.zoo.transfer.evaluate                      # everything below
+    python -m examples.zoo.transfer.evaluate --lava-samples 20 --skip-sweep
 
 Steps (each one a ``nirdeploy`` command, printed as it runs; artifacts in ``--work``, default
 ``runs/transfer``; a step whose output exists is not run again unless ``--force``):
@@ -17,7 +17,7 @@ Steps (each one a ``nirdeploy`` command, printed as it runs; artifacts in ``--wo
    methods (reference backend) and its report.
 
 ``results.json`` (next to this file unless ``--out``) collects the numbers. The generic part,
-``evaluate_family`` in examples/deploy.py, shared by every zoo family.
+``evaluate_family`` in examples/zoo/deploy.py, shared by every zoo family.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from examples.deploy import REPO, evaluate_family
+from examples.zoo.deploy import REPO, evaluate_family
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -42,11 +42,11 @@ def main(argv=None) -> int:
     extra = {}
     table = os.path.join(HERE, "compare_static", "runs.json")
     if os.path.exists(table):
-        extra["with_without_static"] = "examples/transfer/compare_static/table.md"
+        extra["with_without_static"] = "examples/zoo/transfer/compare_static/table.md"
     evaluate_family(
         "transfer (static-to-event knowledge transfer, event digits)",
         "accuracy",
-        "examples.transfer.model:build_model",
+        "examples.zoo.transfer.model:build_model",
         args.checkpoint,
         "digits",
         args.work,

@@ -36,7 +36,7 @@ scores trained. Output stride 4 (8 x 8 scores) was too coarse for digit strokes 
 network of the same shape reached mean IoU ~0.3 at stride 4 and ~0.55 at stride 2).
 
 Every spiking layer is a one-state ``LIFBoxCell`` (BatchNorm folding gives the convolutions a
-bias; see examples/resnet/model.py). ``out, state = model(x_t, state)`` is what
+bias; see examples/zoo/resnet/model.py). ``out, state = model(x_t, state)`` is what
 ``nirdeploy export`` traces; :meth:`SpikingDeepLab.forward_sequence` is the same arithmetic over a
 sequence, for training.
 """
@@ -48,7 +48,7 @@ from typing import Sequence
 import norse.torch as nt
 import torch
 
-from examples.resnet.fast import cell_run, frames
+from examples.zoo.resnet.fast import cell_run, frames
 
 #: per-pixel class scores = the readout layer's membrane potential summed over time
 readout = "sum"

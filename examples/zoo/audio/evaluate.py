@@ -1,9 +1,9 @@
 """Deploy the spoken-digit checkpoint, sweep the timestep with every retiming method, write results.json.
 
-    python -m examples.audio.evaluate                         # export, backends, report, sweep
-    python -m examples.audio.evaluate --lava-samples 10 --skip-sweep
+    python -m examples.zoo.audio.evaluate                         # export, backends, report, sweep
+    python -m examples.zoo.audio.evaluate --lava-samples 10 --skip-sweep
 
-The steps of examples/deploy.py (``evaluate_family``: export, torch, reference,
+The steps of examples/zoo/deploy.py (``evaluate_family``: export, torch, reference,
 reference vs lava-float on a subset, fixed-point emulator, report), then
 
     nirdeploy sweep model.nir --data spoken-digits --dt 0.25x..4x of the training dt \\
@@ -21,7 +21,7 @@ import os
 
 import torch
 
-from examples.deploy import REPO, evaluate_family
+from examples.zoo.deploy import REPO, evaluate_family
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RHOS = (0.25, 0.5, 1.0, 2.0, 4.0)
@@ -41,7 +41,7 @@ def main(argv=None) -> int:
     evaluate_family(
         "audio (SHD-style spoken digits, feed-forward LIFBox)",
         "accuracy",
-        "examples.audio.model:build_model",
+        "examples.zoo.audio.model:build_model",
         args.checkpoint,
         "spoken-digits",
         args.work,

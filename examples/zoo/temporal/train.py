@@ -1,6 +1,6 @@
 """Train the demo SNN on the default chirp task at a given timestep.
 
-    python -m examples.temporal.train --dt 0.001 --seed 0 --epochs 60 -o examples/temporal/checkpoint.pt
+    python -m examples.zoo.temporal.train --dt 0.001 --seed 0 --epochs 60 -o toolchain/demo_model/checkpoint.pt
 
 The train split is binned at ``--dt`` from its continuous timestamps, the model is built with
 that ``dt`` (norse cells integrate over it), trained with surrogate gradients, evaluated on the
@@ -33,8 +33,8 @@ from typing import Any, Callable, Dict, Optional, Tuple
 
 import torch
 
-from examples.temporal.model import REFERENCE_DT, build_model, predict, readout, run_layerwise
-from examples.training import factory_kwargs
+from examples.zoo.temporal.model import REFERENCE_DT, build_model, predict, readout, run_layerwise
+from examples.zoo.training import factory_kwargs
 from exporters.checkpoint import save_checkpoint
 
 DEFAULTS = dict(epochs=60, batch_size=64, lr=2e-2, n_hidden=128)

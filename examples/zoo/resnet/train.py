@@ -1,6 +1,6 @@
 """Train the small spiking ResNet on the event digits.
 
-    python -m examples.resnet.train --dt 0.002 --seed 0 -o examples/resnet/checkpoint.pt
+    python -m examples.zoo.resnet.train --dt 0.002 --seed 0 -o examples/zoo/resnet/checkpoint.pt
 
 Data: ``toolchain.data.digits.make_event_digits(n_train, n_test, seed=data_seed)`` (ON/OFF
 events of scikit-learn's 8x8 digits moved along saccades, input [2, 16, 16], 100 ms per
@@ -10,7 +10,7 @@ sample), binned at ``--dt`` from the event timestamps. The test split is the one
 How it trains (none of it changes the deployed model):
 
 * Speed: every convolution / BatchNorm / Linear runs on all ``B x T`` frames at once, every
-  spiking layer as one autograd function over time (examples/resnet/fast.py).
+  spiking layer as one autograd function over time (examples/zoo/resnet/fast.py).
 * BatchNorm in training mode uses the statistics of the ``B x T`` frames of the batch; the
   running statistics are what the exporter folds into the convolutions.
 * Surrogate gradient ``1 / (alpha |v - v_th| + 1)^2`` (``--alpha``), reset detached.
@@ -32,9 +32,9 @@ from typing import Any, Callable, Dict, Optional, Tuple
 import numpy as np
 import torch
 
-from examples.resnet.fast import run_steps
-from examples.resnet.model import build_model, readout
-from examples.training import factory_kwargs, fit_one_cycle
+from examples.zoo.resnet.fast import run_steps
+from examples.zoo.resnet.model import build_model, readout
+from examples.zoo.training import factory_kwargs, fit_one_cycle
 from exporters.checkpoint import save_checkpoint
 
 DEFAULTS = dict(dt=2e-3, epochs=15, batch_size=32, lr=5e-3, n_train=1500, n_test=300, alpha=2.0, data_seed=0)

@@ -1,6 +1,6 @@
 """Zero-shot retiming on the demo's temporal task: every method against an oracle, 3+ seeds.
 
-For each seed this trains the demo model (examples/temporal/train.py) at every timestep in
+For each seed this trains the demo model (examples/zoo/temporal/train.py) at every timestep in
 ``--dts`` (0.25, 0.5, 1, 2, 4 ms by default). Each trained model is a *source*: it is exported,
 retimed with every method (tau = the reference, integral, exact, euler, and none = no
 adaptation) to every other timestep, and evaluated on the test split re-binned from the raw
@@ -11,7 +11,7 @@ Outputs in ``--out`` (default docs/results/retiming): ``results.json`` (every ce
 ``table.md`` (accuracy per method and rho for the main source dt, mean +- std over seeds; the
 full source x target grid; the coarse-training claim), ``accuracy_vs_rho.png``.
 
-    python -m examples.retiming.evaluate --seeds 0,1,2 --jobs 2
+    python -m examples.zoo.retiming.evaluate --seeds 0,1,2 --jobs 2
 
 Checkpoints and sweep cells are cached under ``--work`` (default runs/retiming): an interrupted
 run resumes.
@@ -36,7 +36,7 @@ def _ckpt_path(work: str, dt: float, seed: int) -> str:
 
 
 def _train_one(dt: float, seed: int, path: str, epochs: int) -> Dict:
-    from examples.temporal.train import train
+    from examples.zoo.temporal.train import train
     from exporters.checkpoint import save_checkpoint
 
     t0 = time.perf_counter()
@@ -53,7 +53,7 @@ def _export(ckpt: str, out: str) -> str:
     from toolchain.ir import save_graph
 
     if not os.path.exists(out):
-        model, extra = build_model("examples.temporal.model:build_model", ckpt)
+        model, extra = build_model("examples.zoo.temporal.model:build_model", ckpt)
         save_graph(export_model(model, dt=extra.get("dt"), readout=extra.get("readout")), out)
     return out
 
@@ -74,7 +74,7 @@ def main(argv=None) -> int:
     os.makedirs(args.out, exist_ok=True)
 
     # 1. train (cached)
-    from examples.temporal.train import DEFAULTS
+    from examples.zoo.temporal.train import DEFAULTS
 
     epochs = args.epochs or DEFAULTS["epochs"]
     trained: Dict[tuple, Dict] = {}

@@ -1,0 +1,1 @@
+"""The research model zoo: one package per family (model, training, evaluation, shipped checkpoint)."""
