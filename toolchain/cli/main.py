@@ -109,7 +109,7 @@ def cmd_inspect(args) -> int:
     keys = ("dt", "scheme", "input_convention", "reset", "v_init", "source_framework", "source_framework_version", "readout", "retime")
     shown = {k: meta[k] for k in keys if k in meta}
     console.print(f"[bold]{args.model}[/bold]")
-    console.print("metadata: " + (", ".join(f"{k}={v}" for k, v in shown.items()) if shown else "none (graph written by another tool: simulate it with --dt)"))
+    console.print("metadata: " + (", ".join(f"{k}={v}" for k, v in shown.items()) if shown else "none (graph written by another tool: run it with --dt; retime it with --source-dt and --method)"))
     rows = []
     for n in info["nodes"]:
         p = n.get("params", {})
