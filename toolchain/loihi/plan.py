@@ -59,7 +59,7 @@ import torch
 from toolchain.dynamics.cuba import CubaForm, cuba_form, split_groups
 from toolchain.errors import NirDeployError, UnsupportedNodeError
 from toolchain.program import Program
-from toolchain.program.interpreter import SequenceInterpreter, incoming, sources_through_linear
+from toolchain.program.interpreter import Edge, SequenceInterpreter, incoming, sources_through_linear
 
 #: drive added to a back-edge source during the gated steps (finite: reset multiplies by 0)
 GATE_DRIVE = -1e30
@@ -294,6 +294,42 @@ def _conv_params(op, in_shape3, out_shape3) -> Optional[Dict[str, object]]:
     )
 
 
+def _scaled_conv(op, in_shape3, dg: PlanGroup) -> Optional[Dict[str, object]]:
+    """Lava Conv parameters of ``op`` into group ``dg`` with the group's incoming weight scale
+    folded into the kernel (None when the scale is not one value per output channel)."""
+    conv = _conv_params(op, in_shape3, dg.shape3)
+    if conv is None:
+        return None
+    sc = np.empty(dg.n)
+    sc[dg.idx] = dg.scale
+    sc = sc.reshape(dg.shape3)
+    per_ch = sc[:, :1, :1]
+    if not np.all(sc == per_ch):
+        return None
+    conv["weight"] = conv["weight"] * per_ch.reshape(-1, 1, 1, 1)
+    return conv
+
+
+def _host_sources(program: Program) -> List[str]:
+    """The neuron and input nodes whose recorded values the host needs to compute the outputs."""
+    out: List[str] = []
+    seen = set()
+
+    def need(node):
+        if node in seen:
+            return
+        seen.add(node)
+        if program.ops[node].kind in ("neuron", "input"):
+            out.append(node)
+            return
+        for e in incoming(program, node):
+            need(e.src)
+
+    for o in program.output_names:
+        need(o)
+    return out
+
+
 def plan_network(program: Program, n_samples: int, n_steps: int, use_conv: bool = True) -> LavaPlan:
     """Map ``program`` onto Lava processes for ``n_samples`` samples of ``n_steps`` steps."""
     ops = program.ops
@@ -400,8 +436,7 @@ def plan_network(program: Program, n_samples: int, n_steps: int, use_conv: bool 
                 and len(pth) == 1
                 and len(pth[0]) == 1
                 and ops[pth[0][0]].type == "Conv2d"
-                and not program.back_preds(pth[0][0])
-                and program.preds(pth[0][0]) == [S]
+                and incoming(program, pth[0][0]) == [Edge(S, 0)]
             )
             if ops[S].kind == "input":
                 src_keys = []
@@ -430,16 +465,7 @@ def plan_network(program: Program, n_samples: int, n_steps: int, use_conv: bool 
                 for sk, sidx, sshape3 in src_keys:
                     conv = None
                     if single_conv and len(src_keys) == 1 and len(node_groups[name]) == 1 and sshape3 and dg.shape3:
-                        conv = _conv_params(ops[pth[0][0]], sshape3, dg.shape3)
-                        if conv is not None:
-                            sc = np.empty(dg.n)
-                            sc[dg.idx] = dg.scale
-                            sc = sc.reshape(dg.shape3)
-                            per_ch = sc[:, :1, :1]
-                            if np.all(sc == per_ch):
-                                conv["weight"] = conv["weight"] * per_ch.reshape(-1, 1, 1, 1)
-                            else:
-                                conv = None
+                        conv = _scaled_conv(ops[pth[0][0]], sshape3, dg)
                     if conv is not None:
                         conns.append(PlanConn(f"{sk}->{dk}", sk, dk, "conv", conv.pop("weight"), graded, conv))
                         continue
@@ -453,23 +479,7 @@ def plan_network(program: Program, n_samples: int, n_steps: int, use_conv: bool 
         groups[gk].gate = j
     padding = max(gate.values(), default=0)
 
-    # --- what the host needs for the outputs
-    host_sources: List[str] = []
-    seen = set()
-
-    def need(node):
-        if node in seen:
-            return
-        seen.add(node)
-        op = ops[node]
-        if op.kind in ("neuron", "input"):
-            host_sources.append(node)
-            return
-        for e in incoming(program, node):
-            need(e.src)
-
-    for o in program.output_names:
-        need(o)
+    host_sources = _host_sources(program)
     for s in host_sources:
         if s in node_groups and not forms[s].spiking:
             for gk in node_groups[s]:
