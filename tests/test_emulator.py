@@ -31,8 +31,6 @@ from toolchain.program import lower  # noqa: E402
 from toolchain.loihi.bits import STATE_MAX  # noqa: E402
 from toolchain.loihi.quantize import quantize  # noqa: E402
 
-CONFORMANCE = Path(__file__).resolve().parents[2] / "shared/conformance/nir-paper"
-
 
 # --------------------------------------------------------------------------- graphs
 def _in(n):
@@ -403,8 +401,8 @@ def test_random_networks_were_active():
 
 # --------------------------------------------------------------------------- the Sinabs CNN from the NIR paper
 @pytest.fixture(scope="module")
-def cnn_runs():
-    g = load_graph(CONFORMANCE / "cnn_sinabs.nir")
+def cnn_runs(conformance_file):
+    g = load_graph(conformance_file("cnn_sinabs.nir"))
     prog = lower(g, discretization_of(g, dt=1e-3, input_convention="impulse"))
     rng = np.random.default_rng(7)
     x = (rng.random((2, 25, 2, 34, 34)) < 0.1).astype(np.float64)
