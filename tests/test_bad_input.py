@@ -1,7 +1,9 @@
 """Bad input gives one clear error line and exit status 2, never a traceback."""
 
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import h5py
 import nir
@@ -127,8 +129,12 @@ def test_bad_factory(capsys, tmp_path):
 def test_console_script_prints_no_traceback(tmp_path):
     f = tmp_path / "m.nir"
     f.write_text("not nir")
+    # the child must import this checkout, not whichever copy the virtualenv has installed
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(repo), os.environ.get("PYTHONPATH")]))}
     p = subprocess.run(
-        [sys.executable, "-m", "toolchain.cli.main", "inspect", str(f)], capture_output=True, text=True, cwd=str(tmp_path)
+        [sys.executable, "-m", "toolchain.cli.main", "inspect", str(f)], capture_output=True, text=True, cwd=str(tmp_path),
+        env=env,
     )
     assert p.returncode == 2
     assert "Traceback" not in p.stderr

@@ -3,7 +3,6 @@
 Lava is imported at module level on purpose: without Lava these tests must fail, not skip.
 """
 
-import os
 import sys
 from pathlib import Path
 
@@ -20,24 +19,15 @@ from simulators.reference import simulate  # noqa: E402
 from toolchain.ir import discretization_of, load_graph  # noqa: E402
 from toolchain.program import lower  # noqa: E402
 
-# the shared conformance files sit next to the repository (NIRDEPLOY_CONFORMANCE overrides, as in conftest.py)
-CONFORMANCE = Path(__file__).resolve().parents[2] / "shared/conformance/nir-paper"
-if os.environ.get("NIRDEPLOY_CONFORMANCE"):
-    CONFORMANCE = Path(os.environ["NIRDEPLOY_CONFORMANCE"])
-
-
-def _path(name: str) -> Path:
-    p = CONFORMANCE / name
-    assert p.exists(), f"conformance file not found: {p}"
-    return p
+# the shared conformance files come from the conformance_file fixture (tests/conftest.py)
 
 
 # --------------------------------------------------------------------------- single LIF neuron
 @pytest.fixture(scope="module")
-def lif_runs():
-    g = load_graph(_path("lif_norse.nir"))
+def lif_runs(conformance_file):
+    g = load_graph(conformance_file("lif_norse.nir"))
     prog = lower(g, discretization_of(g, dt=1e-4, scheme="exact", input_convention="current"))
-    table = np.loadtxt(_path("lif_exact.csv"), delimiter=",")
+    table = np.loadtxt(conformance_file("lif_exact.csv"), delimiter=",")
     assert table.shape == (1000, 3)
     x = table[None, :, 0:1]
     ref = simulate(prog, x, record_v=True)
@@ -76,8 +66,8 @@ def test_lif_lava_equals_reference(lif_runs):
 
 # --------------------------------------------------------------------------- Sinabs N-MNIST CNN
 @pytest.fixture(scope="module")
-def cnn_runs():
-    g = load_graph(_path("cnn_sinabs.nir"))
+def cnn_runs(conformance_file):
+    g = load_graph(conformance_file("cnn_sinabs.nir"))
     prog = lower(g, discretization_of(g, dt=1e-3, input_convention="impulse"))
     rng = np.random.default_rng(7)
     n, steps = 3, 40

@@ -21,7 +21,6 @@ from toolchain.passes.fold_pooling import fold_pool_into_conv, fold_pooling  # n
 from toolchain.ir import linear_fns
 from toolchain.program import lower  # noqa: E402
 
-CONFORMANCE = Path(__file__).resolve().parents[2] / "shared/conformance/nir-paper"
 DISC = Discretization(dt=1e-3, input_convention="impulse")
 
 
@@ -148,8 +147,8 @@ def test_chained_pools_fold_one_after_the_other():
     torch.testing.assert_close(_apply(f.nodes["c"], x), want, rtol=1e-10, atol=1e-10)
 
 
-def test_cnn_sinabs_has_no_pool_left_and_spikes_the_same():
-    g = load_graph(CONFORMANCE / "cnn_sinabs.nir")
+def test_cnn_sinabs_has_no_pool_left_and_spikes_the_same(conformance_file):
+    g = load_graph(conformance_file("cnn_sinabs.nir"))
     f = fold_pooling(g)
     assert not any(type(n).__name__ in ("SumPool2d", "AvgPool2d") for n in f.nodes.values())
     d = discretization_of(g, dt=1e-3, input_convention="impulse")

@@ -28,7 +28,6 @@ from toolchain.ir import Discretization, make_graph  # noqa: E402
 from toolchain.program import lower  # noqa: E402
 from toolchain.loihi.quantize import quantize  # noqa: E402
 
-CONFORMANCE = Path(__file__).resolve().parents[2] / "shared/conformance/nir-paper"
 EULER = Discretization(dt=1e-3, scheme="euler", input_convention="impulse", v_init="v_reset")
 
 
@@ -101,7 +100,7 @@ def _run_both(prog, x, path, fx=None):
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
+def runs(tmp_path_factory, conformance_file):
     d = tmp_path_factory.mktemp("netx")
     out = {}
     prog = chain()
@@ -112,7 +111,7 @@ def runs(tmp_path_factory):
     out["recurrent"] = (prog, x) + _run_both(prog, x, d / "rec.net")
     from toolchain.api import deploy
 
-    cnn = CONFORMANCE / "cnn_sinabs.nir"
+    cnn = conformance_file("cnn_sinabs.nir")
     fx, desc = deploy(str(cnn), str(d / "cnn.net"), dt=1e-3, input_convention="impulse")
     x = _counts(fx.program, n=2, steps=20, tail=4)
     out["cnn"] = (fx.program, x, fx, desc, {"netx": run_netx(str(d / "cnn.net"), x),
@@ -157,11 +156,11 @@ def test_cnn_file_has_the_netx_layout(runs):
     assert "Conv" in out["netx"]["network"] and "Dense" in out["netx"]["network"]
 
 
-def test_deploy_command_writes_the_network_and_the_report(tmp_path, capsys):
+def test_deploy_command_writes_the_network_and_the_report(tmp_path, capsys, conformance_file):
     from toolchain.cli.main import main
 
     net, rep = tmp_path / "m.net", tmp_path / "m.json"
-    code = main(["deploy", str(CONFORMANCE / "cnn_sinabs.nir"), "--dt", "1e-3", "--input-convention", "impulse",
+    code = main(["deploy", str(conformance_file("cnn_sinabs.nir")), "--dt", "1e-3", "--input-convention", "impulse",
                  "-o", str(net), "--report", str(rep)])  # fmt: skip
     assert code == 0 and net.exists()
     text = capsys.readouterr().out
