@@ -6,7 +6,7 @@ PY    := $(VENV)/bin/python
 STAMP := $(VENV)/.nirdeploy-installed
 OUT   ?= demo_out
 
-.PHONY: venv demo test test-fast bench lock clean-venv
+.PHONY: venv demo test test-ordered test-fast bench lock clean-venv
 
 venv: $(STAMP)
 
@@ -25,8 +25,16 @@ $(STAMP): requirements.lock pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/nirdeploy demo -o $(OUT)
 
+# The suite runs shuffled (pytest-randomly) with a fixed seed, so that CI is reproducible and no
+# test depends on running after another; `make test TEST_SEED=123` tries another order,
+# `make test-ordered` runs the files in their own order.
+TEST_SEED ?= 20261203
+
 test: $(STAMP)
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -p randomly --randomly-seed=$(TEST_SEED) tests
+
+test-ordered: $(STAMP)
+	$(PY) -m pytest -q -p no:randomly tests
 
 bench: $(STAMP)
 	$(PY) -m benchmarks.run
