@@ -122,8 +122,8 @@ def cmd_inspect(args) -> int:
             desc += f" recurrent from {', '.join(n['recurrent_inputs'])}"
         rows.append([n["name"], n["type"], str(tuple(n.get("in_shape", ()))), str(tuple(n.get("out_shape", ()))), n.get("neurons", ""), desc])
     console.print(table("nodes (execution order)", ["node", "type", "in", "out", "neurons", "parameters"], rows))
-    if info.get("problem"):
-        console.print(f"[red]problem:[/red] {info['problem']}")
+    if info.get("problem"):  # the nodes are shown above; the graph cannot run as it is
+        raise NirDeployError(info["problem"])
     return 0
 
 

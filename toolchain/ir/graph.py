@@ -7,6 +7,7 @@ import os
 from typing import Any, Dict, List, Optional, Tuple
 
 from toolchain.errors import NirDeployError
+from toolchain.ir.checker import check_file, check_graph
 from toolchain.ir.metadata import graph_metadata
 
 
@@ -25,8 +26,7 @@ def load_graph(path: str | os.PathLike):
         raise NirDeployError(f"{path} is not a NIR file (NIR files are HDF5; this one is not)")
     try:
         with h5py.File(path, "r") as f:
-            if "node" not in f:
-                raise NirDeployError(f"{path} is an HDF5 file but not a NIR graph (no 'node' group)")
+            check_file(f, path)
         graph = nir.read(path, type_check=False)
     except NirDeployError:
         raise
@@ -36,16 +36,21 @@ def load_graph(path: str | os.PathLike):
             raise NirDeployError(
                 f"{path} contains a node type that nir {nir.version} cannot read ({msg.split(':', 1)[-1].strip()})"
             ) from None
-        raise NirDeployError(f"{path} is not a valid NIR graph: {msg}") from None
-    except (KeyError, OSError, TypeError) as e:
-        raise NirDeployError(f"{path} is not a valid NIR graph: {e}") from None
+        raise NirDeployError(f"{path} is not a valid NIR graph: {_first_line(e)}") from None
+    except (KeyError, OSError, TypeError, AssertionError, IndexError, AttributeError, RuntimeError) as e:
+        raise NirDeployError(f"{path} is not a valid NIR graph: {_which_node(path) or _first_line(e)}") from None
     if not isinstance(graph, nir.NIRGraph):
         raise NirDeployError(f"{path} holds a single {type(graph).__name__} node, not a NIR graph")
+    graph = flatten_subgraphs(graph)
+    check_graph(graph)
     return flatten_subgraphs(graph)
 
 
 def save_graph(graph, path: str | os.PathLike) -> None:
+    """Write ``graph`` to ``path`` (.nir); a graph the checker refuses is not written."""
     import nir
+
+    check_graph(graph)
 
     graph = copy.copy(graph)
     graph.metadata = graph_metadata(graph)
@@ -53,6 +58,29 @@ def save_graph(graph, path: str | os.PathLike) -> None:
     if d:
         os.makedirs(d, exist_ok=True)
     nir.write(os.fspath(path), graph)
+
+
+def _first_line(e: BaseException) -> str:
+    msg = str(e).strip().splitlines()
+    return msg[0] if msg else type(e).__name__
+
+
+def _which_node(path: str) -> str:
+    """The first node nir fails to read, and why (nir's own errors name no node)."""
+    import h5py
+    from nir.serialization import read_node
+
+    try:
+        with h5py.File(path, "r") as f:
+            for name, node in f["node"]["nodes"].items():
+                try:
+                    read_node(node)
+                except Exception as e:  # nir raises AssertionError, KeyError, ... without the node's name
+                    what = _first_line(e) if not isinstance(e, KeyError) else f"missing parameter {e}"
+                    return f"node {name!r}: {what}"
+    except Exception:
+        return ""
+    return ""
 
 
 def make_graph(nodes: Dict[str, Any], edges: List[Tuple[str, str]], metadata: Optional[dict] = None):

@@ -15,6 +15,7 @@ import torch
 
 from toolchain.dynamics.discretize import NeuronSSM, neuron_ssm
 from toolchain.errors import NirDeployError
+from toolchain.ir.checker import check_graph
 from toolchain.ir.metadata import Discretization, graph_metadata
 from toolchain.ir.nodes import linear_fns, node_kind, node_type
 from toolchain.ir.shapes import infer_shapes
@@ -65,6 +66,7 @@ class Program:
 # --------------------------------------------------------------------------- lowering
 def lower(graph, disc: Discretization) -> Program:
     """Check ``graph`` and lower it to a :class:`Program` at discretization ``disc``."""
+    check_graph(graph)
     topo = topology(graph)
     if len(topo.inputs) != 1:
         raise NirDeployError(f"the graph has {len(topo.inputs)} Input nodes; nirdeploy supports one")
