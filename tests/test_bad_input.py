@@ -1,5 +1,6 @@
 """Bad input gives one clear error line and exit status 2, never a traceback."""
 
+import json
 import os
 import subprocess
 import sys
@@ -11,6 +12,7 @@ import numpy as np
 import pytest
 
 from toolchain.cli.main import main
+from toolchain.errors import NirDeployError
 from toolchain.ir import make_graph, save_graph
 
 
@@ -143,3 +145,84 @@ def test_console_script_prints_no_traceback(tmp_path):
     assert p.returncode == 2
     assert "Traceback" not in p.stderr
     assert p.stderr.strip().splitlines() == [f"nirdeploy: error: {f} is not a NIR file (NIR files are HDF5; this one is not)"]
+
+
+# --------------------------------------------------------------------------- silent wrong numbers, tracebacks
+@pytest.mark.parametrize("array,pattern", [
+    (np.zeros((0, 4)), "no time steps"),
+    (np.array([["a"] * 4] * 3), "must hold numbers"),
+    ("npz", ".npz archive"),
+])  # fmt: skip
+def test_bad_input_arrays(capsys, tmp_path, array, pattern):
+    save_graph(lif_graph(), tmp_path / "m.nir")
+    if isinstance(array, str):
+        path = tmp_path / "x.npz"
+        np.savez(path, a=np.zeros((3, 4)))
+    else:
+        path = tmp_path / "x.npy"
+        np.save(path, array)
+    expect_error(capsys, ["simulate", str(tmp_path / "m.nir"), "--input", str(path)], pattern)
+
+
+@pytest.mark.parametrize("n", ["0", "-3"])
+def test_demo_needs_lava_samples(capsys, tmp_path, n):
+    expect_error(capsys, ["demo", "-o", str(tmp_path / "d"), "--lava-samples", n, "-q"], "--lava-samples must be at least 1")
+    assert not (tmp_path / "d" / "model.nir").exists()
+
+
+def _run_record(tmp_path):
+    from simulators.reference import simulate
+    from toolchain.analysis.records import run_record, write_json
+    from toolchain.ir import discretization_of
+    from toolchain.program import lower
+
+    g = lif_graph()
+    prog = lower(g, discretization_of(g))
+    rec = run_record(simulate(prog, np.ones((2, 5, 4))), prog, labels=[0, 1])
+    write_json(rec, tmp_path / "run.json")
+    return rec
+
+
+def test_report_of_a_record_with_a_string_dt(capsys, tmp_path):
+    rec = _run_record(tmp_path)
+    rec["dt"] = "fast"
+    (tmp_path / "bad.json").write_text(json.dumps(rec))
+    expect_error(capsys, ["report", str(tmp_path / "bad.json"), "-o", str(tmp_path / "r.html")], "dt is str")
+
+
+def test_report_of_non_utf8_json(capsys, tmp_path):
+    (tmp_path / "bad.json").write_bytes(b'{"a": "\xff\xfe"}')
+    expect_error(capsys, ["report", str(tmp_path / "bad.json"), "-o", str(tmp_path / "r.html")], "not UTF-8")
+
+
+def test_labels_outside_the_models_outputs_are_refused(tmp_path):
+    from simulators.reference import simulate
+    from toolchain.analysis.records import run_record
+    from toolchain.ir import discretization_of
+    from toolchain.program import lower
+
+    g = lif_graph()
+    prog = lower(g, discretization_of(g))
+    res = simulate(prog, np.ones((2, 5, 4)))
+    n_out = res.output().shape[-1]
+    with pytest.raises(NirDeployError, match=f"model has {n_out} outputs"):
+        run_record(res, prog, labels=[0, n_out])
+    with pytest.raises(NirDeployError, match="model has"):
+        run_record(res, prog, labels=[-1, 0])
+
+
+def test_sign_flipping_euler_retime_is_refused(capsys, tmp_path):
+    save_graph(lif_graph(), tmp_path / "m.nir")  # exact scheme, tau 10 ms at 1 ms: decay 0.9048, at rho 19.9: -0.894
+    expect_error(capsys, ["retime", str(tmp_path / "m.nir"), "--dt", "0.0199", "--method", "euler", "-o",
+                          str(tmp_path / "e.nir")], "into -0.8937")  # fmt: skip
+    assert not (tmp_path / "e.nir").exists()
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-1.0", "true"])
+def test_energy_model_with_a_bad_value_is_refused(tmp_path, value):
+    from toolchain.analysis.energy import load_model
+
+    p = tmp_path / "m.toml"
+    p.write_text(f'name = "x"\nkind = "events"\n[costs.synop_dense]\nvalue = {value}\nsource = "test"\n')
+    with pytest.raises(NirDeployError, match="finite non-negative number"):
+        load_model(p)

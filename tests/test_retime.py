@@ -123,8 +123,10 @@ def test_euler_refused_when_unstable():
     g = one_layer("LIF", dict(tau=2e-3, r=1.0, v_leak=0.0, v_threshold=1.0, v_reset=0.0), "exact", "current")
     with pytest.raises(NirDeployError, match=r"euler retiming of node 'n' by rho=6 is unstable"):
         retime(g, 6e-3, "euler")  # 1 - 6 (1 - 0.6065) = -1.36
-    At, _, _ = ssm(retime(g, 4e-3, "euler"))  # 1 - 4 (1 - 0.6065) = -0.57: stable, allowed
-    assert At[0, 0, 0] == pytest.approx(1 - 4 * (1 - np.exp(-0.5)))
+    with pytest.raises(NirDeployError, match=r"rho=4 turns a decay of 0.6065 per step into -0.5739"):
+        retime(g, 4e-3, "euler")  # 1 - 4 (1 - 0.6065) = -0.57: stable but sign-flipping, refused
+    At, _, _ = ssm(retime(g, 2e-3, "euler"))  # 1 - 2 (1 - 0.6065) = 0.21: allowed
+    assert At[0, 0, 0] == pytest.approx(1 - 2 * (1 - np.exp(-0.5)))
 
 
 def test_retimed_graph_roundtrip(tmp_path):

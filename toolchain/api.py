@@ -212,9 +212,16 @@ def load_inputs(program, data: Optional[str] = None, input: Optional[str] = None
     want = tuple(program.input_shape)
     if input:
         try:
-            x = np.load(input)
+            x = np.load(input, allow_pickle=False)
         except Exception as e:
             raise NirDeployError(f"cannot read --input {input}: {str(e).splitlines()[0]}") from None
+        if not isinstance(x, np.ndarray):
+            x.close()
+            raise NirDeployError(f"--input {input} is an .npz archive; give one sample as an .npy array [T, *shape]")
+        if x.dtype.kind not in "biuf":
+            raise NirDeployError(f"--input {input} holds {x.dtype} values; it must hold numbers (event counts per bin)")
+        if x.ndim < 1 or x.shape[0] < 1:
+            raise NirDeployError(f"--input {input} has no time steps (shape {x.shape})")
         if x.ndim < 1 or tuple(x.shape[1:]) != want and int(np.prod(x.shape[1:])) != int(np.prod(want)):
             raise NirDeployError(
                 f"shape mismatch: --input has shape {x.shape}; expected [T, {', '.join(map(str, want))}] "

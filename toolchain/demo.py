@@ -16,6 +16,8 @@ from toolchain.errors import NirDeployError
 
 
 def run_demo(out: str, lava_samples: int = 32, quiet: bool = False) -> dict:
+    if isinstance(lava_samples, bool) or not isinstance(lava_samples, int) or lava_samples < 1:
+        raise NirDeployError(f"--lava-samples must be at least 1, got {lava_samples!r}")
     from exporters.checkpoint import build_model
     from exporters.torch_run import run_torch
     from exporters.torch_to_nir import export_model

@@ -24,6 +24,7 @@ See docs/metrics-and-energy.md.
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Dict, Iterable, Optional, Union
@@ -99,13 +100,18 @@ def _check_model(m: dict, path) -> None:
     for k, c in costs.items():
         if k not in kinds:
             raise NirDeployError(f"energy model {path}: unknown event kind {k!r} (known: {', '.join(kinds)})")
-        if not isinstance(c, dict) or not isinstance(c.get("value"), (int, float)) or c["value"] < 0:
-            raise NirDeployError(f"energy model {path}: [costs.{k}] needs a non-negative number 'value' (joules)")
+        v = c.get("value") if isinstance(c, dict) else None
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+            raise NirDeployError(
+                f"energy model {path}: [costs.{k}] needs a finite non-negative number 'value' (joules), got {v!r}"
+            )
         if not c.get("source"):
             raise NirDeployError(f"energy model {path}: [costs.{k}] needs a 'source'")
     st = m.get("static")
-    if st is not None and not isinstance(st.get("power_w"), (int, float)):
-        raise NirDeployError(f"energy model {path}: [static] needs a number 'power_w'")
+    if st is not None:
+        pw = st.get("power_w") if isinstance(st, dict) else None
+        if isinstance(pw, bool) or not isinstance(pw, (int, float)) or not math.isfinite(pw) or pw < 0:
+            raise NirDeployError(f"energy model {path}: [static] needs a finite non-negative number 'power_w', got {pw!r}")
 
 
 # --------------------------------------------------------------------------- events

@@ -94,6 +94,18 @@ def run_record(
         rec["segmentation"] = seg
     if labels is not None:
         labels = np.asarray(labels)
+        n_out = int(np.prod(result.output().shape[2:]))
+        if labels.size and (labels.min() < 0 or labels.max() >= n_out):
+            from toolchain.errors import NirDeployError
+
+            raise NirDeployError(
+                f"labels lie in [{int(labels.min())}, {int(labels.max())}] but the model has {n_out} outputs "
+                f"(classes 0..{n_out - 1}): the data do not belong to this model"
+            )
+        if labels.shape[0] != result.n_samples:
+            from toolchain.errors import NirDeployError
+
+            raise NirDeployError(f"{labels.shape[0]} labels for {result.n_samples} samples")
         rec["labels"] = [int(x) for x in labels]
         rec["accuracy"] = float(np.mean(preds == labels))
     layers = layer_stats(result)
@@ -226,3 +238,7 @@ def read_json(path: str) -> Dict[str, Any]:
         raise NirDeployError(f"cannot read {path}: no such file") from None
     except json.JSONDecodeError as e:
         raise NirDeployError(f"{path} is not a JSON run record: {e}") from None
+    except UnicodeDecodeError as e:
+        raise NirDeployError(f"{path} is not a JSON run record: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    except IsADirectoryError:
+        raise NirDeployError(f"cannot read {path}: it is a directory") from None

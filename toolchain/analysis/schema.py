@@ -18,6 +18,32 @@ from toolchain.errors import NirDeployError
 SCHEMA_VERSION = 1
 
 
+_NUMBER = (int, float)
+#: the annotations whose values from_dict checks (others are free-form objects)
+_TYPES = {
+    "str": (str,), "int": (int,), "float": _NUMBER, "List[str]": (list,), "List[int]": (list,),
+    "Dict[str, Any]": (dict,), "Dict[str, float]": (dict,), "Dict[str, Dict[str, Any]]": (dict,),
+}  # fmt: skip
+
+
+def _check_type(cls_name: str, name: str, annotation: str, value) -> None:
+    optional = annotation.startswith("Optional[")
+    inner = annotation[len("Optional["):-1] if optional else annotation
+    if value is None:
+        if optional:
+            return
+        raise NirDeployError(f"not a valid {cls_name}: {name} is null")
+    if inner.startswith("List[") and inner not in _TYPES:
+        ok = isinstance(value, list)
+    else:
+        types = _TYPES.get(inner)
+        if types is None:
+            return
+        ok = isinstance(value, types) and not (isinstance(value, bool) and types in (_NUMBER, (int,)))
+    if not ok:
+        raise NirDeployError(f"not a valid {cls_name}: {name} is {type(value).__name__} {value!r:.40}, expected {inner}")
+
+
 def _clean(v):
     if dataclasses.is_dataclass(v):
         return v.to_dict()
@@ -73,6 +99,8 @@ class _Record:
                 kw[k] = v
             else:
                 extra[k] = v
+        for k, v in kw.items():
+            _check_type(cls.__name__, k, str(names[k].type), v)
         if "extra" in names:
             kw["extra"] = extra
         for k, sub in cls.NESTED.items():

@@ -132,6 +132,14 @@ def euler_matrices(A, B, c, rho: float, node: str = "?"):
             f"euler retiming of node {node!r} by rho={rho:g} is unstable: a decay of {a:.4g} becomes "
             f"{1 - rho * (1 - a):.4g} (|1 - rho (1 - a)| >= 1); use the integral or exact method"
         )
+    flipping = leaky & (new_diag < 0.0)
+    if np.any(flipping):  # stable but sign-alternating: no leaky neuron decays like that
+        a = float(diag[flipping].min())
+        raise NirDeployError(
+            f"euler retiming of node {node!r} by rho={rho:g} turns a decay of {a:.4g} per step into "
+            f"{1 - rho * (1 - a):.4g}: a negative factor flips the state's sign every step, which no leaky "
+            f"neuron (and no Loihi decay) does; use the integral or exact method"
+        )
     return eye[None] + rho * (A - eye[None]), B.copy(), rho * c
 
 
