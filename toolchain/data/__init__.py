@@ -129,3 +129,49 @@ def _open_tonic(rest: str) -> EventDataset:
     if r and last in ("train", "test", "all"):
         root, split = r, last
     return load_tonic(name, root, split=split)
+
+
+def file_sha256(path: "str | os.PathLike") -> str:
+    """The sha256 of a file's bytes (hex)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def dataset_identity(spec: str) -> dict:
+    """What determines the data ``open_dataset(spec)`` returns: the spec, and the sha256 of the
+    file it reads (a path, ``file.h5:split``, or the shipped file of ``default`` /
+    ``spoken-digits``); generated data (``digits``, ``digits-seg``) are named by their
+    generator's version, a tonic dataset by its spec alone."""
+    spec = str(spec)
+    ident: dict = {"spec": spec}
+    head, _, tail = spec.partition(":")
+    path: Optional[str] = None
+    if head in NAMED_SPLITS and not os.path.exists(spec):
+        if head == "default":
+            from .synthetic import DEFAULT_FILE
+
+            path = str(DEFAULT_FILE)
+        elif head == "spoken-digits":
+            from .speech import SPOKEN_FILE
+
+            path = str(SPOKEN_FILE)
+        else:
+            from .digits import GENERATOR_VERSION
+
+            ident["generator_version"] = GENERATOR_VERSION
+    elif head == "tonic" and not os.path.exists(spec):
+        pass
+    elif os.path.isfile(spec):
+        path = spec
+    elif ":" in spec:
+        p, _, split = spec.rpartition(":")
+        if split and "/" not in split and "\\" not in split and os.path.isfile(p):
+            path = p
+    if path is not None and os.path.isfile(path):
+        ident["sha256"] = file_sha256(path)
+    return ident

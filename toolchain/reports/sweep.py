@@ -2,18 +2,25 @@
 
 Each (dt, method) cell retimes the graph, re-bins the raw event timestamps at dt, simulates on
 one backend and writes its run record to ``DIR/cells/``. Cells run in parallel on the available
-cores; a cell whose record already exists is not run again, so an interrupted sweep resumes.
+cores; a cell whose record already exists with the same ``cache_key`` is not run again, so an
+interrupted sweep resumes. The key is a hash of everything that determines a cell (the model
+file's bytes, the data, samples, the source discretization, dt, method, backend, profile and the
+nirdeploy version); its inputs are stored in the cell next to the hash. One sweep at a time
+writes a folder: it holds an exclusive lock on ``DIR/.lock``.
 ``DIR/sweep.json`` / ``DIR/sweep.csv`` collect the rows and two plots compare the methods.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import fcntl
+import hashlib
 import json
 import os
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Dict, Iterator, List, Optional, Sequence
 
 import numpy as np
 
@@ -25,6 +32,8 @@ from toolchain.analysis.schema import SweepRecord
 class Cell:
     dt: float
     method: str
+    #: ``{"hash": ..., **fields}`` (cache_key_of); written into the cell's JSON
+    cache_key: Optional[Dict[str, Any]] = field(default=None, compare=False)
 
     @property
     def key(self) -> str:
@@ -88,6 +97,8 @@ def run_cell(
         "backend": backend,
         "profile": _profile(backend, profile),
     }
+    if cell.cache_key is not None:
+        row["cache_key"] = cell.cache_key
     if targets is not None:
         row["metric"] = "mean_iou"
         row["mean_iou"] = rec["segmentation"]["mean_iou"]
@@ -112,6 +123,85 @@ def _failed_row(cell: Cell, src_dt: float, message: str) -> Dict:
             "spikes_per_sample": None, "error": message}
 
 
+def cache_key_of(fields: Dict[str, Any]) -> Dict[str, Any]:
+    """``{"hash": sha256 of the canonical JSON of fields, **fields}``."""
+    canon = json.dumps(fields, sort_keys=True, separators=(",", ":"), default=str)
+    return {"hash": hashlib.sha256(canon.encode()).hexdigest(), **fields}
+
+
+def cell_key_fields(model_sha256: str, data: Dict[str, Any], samples: Optional[int], source: Dict[str, Any],
+                    cell: Cell, backend: str, profile: Optional[str]) -> Dict[str, Any]:  # fmt: skip
+    """Everything that determines one cell's record (its cache key's inputs)."""
+    import toolchain
+
+    return {
+        "model_sha256": model_sha256,
+        "data": data,
+        "samples": samples,
+        "source": source,
+        "dt": cell.dt,
+        "method": cell.method,
+        "backend": backend,
+        "profile": profile,
+        "nirdeploy": toolchain.__version__,
+    }
+
+
+class FolderLocked(NirDeployError):
+    """Another sweep holds ``DIR/.lock``."""
+
+
+@contextlib.contextmanager
+def lock_folder(out_dir: str) -> Iterator[str]:
+    """Hold an exclusive ``fcntl.flock`` on ``out_dir/.lock`` (the holder's pid written in it);
+    raises FolderLocked at once if another process holds it."""
+    os.makedirs(out_dir, exist_ok=True)
+    path = os.path.join(out_dir, ".lock")
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            try:
+                pid = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+            except OSError:
+                pid = "unknown"
+            raise FolderLocked(f"{out_dir} is being written by another sweep (pid {pid})") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        try:
+            yield path
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+def _validate(model_path: str, data: str, dts: Sequence[float], methods: Sequence[str],
+              samples: Optional[int]):  # fmt: skip
+    """Refuse bad arguments before any cell runs (so they never become cached rows); returns
+    the graph."""
+    from toolchain.data import open_dataset
+    from toolchain.dynamics.retiming import BASELINES, METHODS
+    from toolchain.ir import load_graph
+
+    for m in methods:
+        if m not in METHODS + BASELINES:
+            raise NirDeployError(f"unknown method {m!r}; choose from {', '.join(METHODS + BASELINES)}")
+    if not methods:
+        raise NirDeployError("--method is empty")
+    for dt in dts:
+        if not np.isfinite(dt) or dt <= 0:
+            raise NirDeployError(f"every --dt must be a positive number of seconds, got {dt!r}")
+    if not dts:
+        raise NirDeployError("--dt is empty")
+    if samples is not None and (isinstance(samples, bool) or int(samples) != samples or samples < 1):
+        raise NirDeployError(f"--samples must be a whole number of at least 1, got {samples!r}")
+    graph = load_graph(model_path)
+    open_dataset(data)  # a missing or unreadable --data is the user's error, not a row per cell
+    return graph
+
+
 def sweep(
     model_path: str,
     data: str,
@@ -125,34 +215,48 @@ def sweep(
     source: Optional[dict] = None,
     profile: Optional[str] = None,
 ) -> Dict:
-    from toolchain.ir import discretization_of, load_graph
-    from toolchain.dynamics.retiming import BASELINES, METHODS
+    from toolchain.data import dataset_identity, file_sha256
+    from toolchain.ir import Discretization, discretization_of
 
-    graph = load_graph(model_path)
-    src = discretization_of(graph) if source is None else None
-    src_dt = src.dt if src is not None else float(source["dt"])
-    for m in methods:
-        if m not in METHODS + BASELINES:
-            raise NirDeployError(f"unknown method {m!r}; choose from {', '.join(METHODS + BASELINES)}")
-    for dt in dts:
-        if not np.isfinite(dt) or dt <= 0:
-            raise NirDeployError(f"every --dt must be a positive number of seconds, got {dt!r}")
+    graph = _validate(model_path, data, dts, methods, samples)
+    src = discretization_of(graph) if source is None else Discretization.from_metadata(source)
+    src_dt = src.dt if source is None else float(source["dt"])
+    _profile(backend, profile)  # an unknown backend or profile is refused before the folder is touched
+    with lock_folder(out_dir):
+        return _sweep_locked(graph, model_path, data, dts, methods, backend, out_dir, samples, workers, progress,
+                             source, profile, src, src_dt, file_sha256(model_path), dataset_identity(data))
+
+
+def _cached_row(path: str, key: Dict[str, Any]) -> Optional[Dict]:
+    """The finished cell at ``path`` if it was computed under ``key`` (same hash), else None."""
+    try:
+        with open(path) as f:
+            row = json.load(f)
+    except (OSError, ValueError):
+        return None  # missing, or a cell interrupted while writing: run it again
+    if not isinstance(row, dict) or (row.get("cache_key") or {}).get("hash") != key["hash"]:
+        return None  # computed from another model, data, samples, source, backend, profile or version
+    return row
+
+
+def _sweep_locked(graph, model_path, data, dts, methods, backend, out_dir, samples, workers, progress, source,
+                  profile, src, src_dt, model_sha256, data_identity) -> Dict:  # fmt: skip
     os.makedirs(os.path.join(out_dir, "cells"), exist_ok=True)
-    cells = [Cell(float(dt), m) for dt in dts for m in methods]
+    prof = _profile(backend, profile)
+    src_meta = src.to_metadata()
+    cells = []
+    for dt in dts:
+        for m in methods:
+            c = Cell(float(dt), m)
+            fields = cell_key_fields(model_sha256, data_identity, samples, src_meta, c, backend, prof)
+            cells.append(Cell(c.dt, c.method, cache_key=cache_key_of(fields)))
     rows: Dict[str, Dict] = {}
     todo = []
     for c in cells:
-        path = os.path.join(out_dir, "cells", c.key + ".json")
-        if os.path.exists(path):
-            try:
-                with open(path) as f:
-                    row = json.load(f)
-                # a finished cell counts only if it ran what is asked now (not another backend or profile)
-                if (row.get("backend", backend), row.get("profile")) == (backend, _profile(backend, profile)):
-                    rows[c.key] = row
-                    continue
-            except json.JSONDecodeError:
-                pass  # a cell interrupted while writing: run it again
+        row = _cached_row(os.path.join(out_dir, "cells", c.key + ".json"), c.cache_key)
+        if row is not None:
+            rows[c.key] = row
+            continue
         todo.append(c)
     workers = max(1, min(workers or os.cpu_count() or 1, len(todo) or 1))
     bar = None
@@ -204,6 +308,8 @@ def _guarded(model_path, data, cell, backend, samples, out_dir, source, src_dt, 
     except NirDeployError as e:
         row = _failed_row(cell, src_dt, str(e))
         row.update(backend=backend, profile=_profile(backend, profile))
+        if cell.cache_key is not None:
+            row["cache_key"] = cell.cache_key
         from toolchain.analysis.records import write_json
 
         write_json(row, os.path.join(out_dir, "cells", cell.key + ".json"))
