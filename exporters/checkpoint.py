@@ -50,7 +50,10 @@ def save_checkpoint(model: torch.nn.Module, info: Dict[str, Any], path: str) -> 
     :func:`load_checkpoint` reads it back with ``torch.load(weights_only=True)``; ``info`` holds what
     the export needs (``dt``, ``model_kwargs``, ``readout``) and what the training recorded."""
     state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    torch.save({"state_dict": state, **info}, path)
+    from toolchain.ir.atomic import atomic_path
+
+    with atomic_path(path) as tmp:  # a kill mid-write leaves the previous checkpoint
+        torch.save({"state_dict": state, **info}, tmp)
 
 
 def load_checkpoint(path: str) -> Tuple[Dict[str, torch.Tensor], Dict[str, Any]]:

@@ -153,7 +153,10 @@ def cmd_simulate(args) -> int:
                 arrays[f"{name}.spikes"] = res.spikes[name][0].astype(np.uint8)
             if name in res.v:
                 arrays[f"{name}.v"] = res.v[name][0]
-        np.savez_compressed(args.trace, **arrays)
+        from toolchain.ir.atomic import atomic_path
+
+        with atomic_path(args.trace) as tmp:
+            np.savez_compressed(tmp, **arrays)
         rec["trace"] = args.trace
     if args.output:
         write_json(rec, args.output)
