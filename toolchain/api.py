@@ -212,7 +212,7 @@ def load_inputs(program, data: Optional[str] = None, input: Optional[str] = None
     want = tuple(program.input_shape)
     if input:
         try:
-            x = np.load(input)
+            x = np.load(input, allow_pickle=False)
         except Exception as e:
             raise NirDeployError(f"cannot read --input {input}: {str(e).splitlines()[0]}") from None
         if x.ndim < 1 or tuple(x.shape[1:]) != want and int(np.prod(x.shape[1:])) != int(np.prod(want)):
