@@ -1,7 +1,9 @@
 """Loading a trained model: ``--model package.module:factory --checkpoint file.pt``.
 
-Checkpoints are read without running code from the file: ``torch.load(weights_only=True)``
-for ``.pt``/``.pth`` files and ``safetensors`` for ``.safetensors`` files. A checkpoint is
+Checkpoints are read without running code from the file: a ``.pt``/``.pth`` file is first
+inspected without torch (:func:`inspect_checkpoint`: a torch.save zip, no TorchScript members, only
+allow-listed pickle globals; docs/security.md) and then read with ``torch.load(weights_only=True)``;
+``.safetensors`` files are read with ``safetensors``. A checkpoint is
 either a state dict or a dict with a ``"state_dict"`` entry and optionally ``"model_kwargs"``
 (passed to the factory), ``"dt"``, ``"readout"`` and ``"input_shape"``. A module-level
 ``readout = "sum"`` (or max, mean, last) in the factory's module is used when the checkpoint
