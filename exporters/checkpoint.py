@@ -59,10 +59,11 @@ def save_checkpoint(model: torch.nn.Module, info: Dict[str, Any], path: str) -> 
 
 
 #: the members ``torch.save`` (zip format, torch >= 1.6) writes under the archive's one root folder;
-#: ``.data/serialization_id`` and ``byteorder`` are written by newer versions (2.x) only
-_MEMBER = re.compile(r"data\.pkl|version|byteorder|\.data/serialization_id|data/[0-9]+")
+#: ``.data/serialization_id`` and ``byteorder`` are written by newer versions (2.x) only, and the
+#: archive writer puts its version record at ``.data/version`` for format versions >= 6
+_MEMBER = re.compile(r"data\.pkl|version|\.data/version|byteorder|\.data/serialization_id|data/[0-9]+")
 #: what marks a TorchScript archive (``torch.jit.save``): torch.load hands these to torch.jit.load
-_TORCHSCRIPT = re.compile(r"code/.*|constants\.pkl|attributes\.pkl|extra/.*|.*\.py|.*\.debug_pkl|\.data/version")
+_TORCHSCRIPT = re.compile(r"code/.*|constants\.pkl|attributes\.pkl|extra/.*|.*\.py|.*\.debug_pkl")
 #: the globals a weights-only state dict pickle refers to: derived from the shipped checkpoints
 #: (examples/zoo/*/checkpoint.pt, toolchain/demo_model/checkpoint.pt) and torch.save of a state
 #: dict with parameters and buffers of every plain dtype
@@ -82,7 +83,10 @@ def inspect_checkpoint(path: str) -> None:
     import zipfile
 
     resave = "save model.state_dict() with torch.save or a safetensors file instead"
-    if not zipfile.is_zipfile(path):
+    with open(path, "rb") as f:
+        magic = f.read(4)
+    # torch decides by the first bytes, zipfile by the end: a file must pass both to be read as a zip
+    if magic != b"PK\x03\x04" or not zipfile.is_zipfile(path):
         with open(path, "rb") as f:
             head = f.read()
         what = "not a torch.save zip archive"

@@ -158,6 +158,11 @@ def test_an_archive_with_foreign_members_is_refused(tmp_path, no_torch_load):
         zout.writestr("good/extra_stuff.bin", b"x")
     with pytest.raises(NirDeployError, match=r"good/extra_stuff.bin is not part of a torch.save checkpoint"):
         load_checkpoint(str(bad))
+    polyglot = tmp_path / "polyglot.pt"  # a pickle with a zip appended: torch would read the pickle
+    polyglot.write_bytes(pickle.dumps({"x": _System("true")}, protocol=2) + good.read_bytes())
+    assert zipfile.is_zipfile(polyglot)
+    with pytest.raises(NirDeployError, match="plain pickle that references"):
+        load_checkpoint(str(polyglot))
     p = tmp_path / "text.pt"
     p.write_text("not a checkpoint")
     with pytest.raises(NirDeployError, match="not a torch.save zip archive"):
