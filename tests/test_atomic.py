@@ -183,7 +183,7 @@ def test_simulate_output_checks(capsys, files):
     trace = tmp / "t.npz"
     sim = ["simulate", g, "--input", x, "-q", "--trace", str(trace)]
     refused(capsys, sim + ["-o", f"{files['afile']}/out.json"], "afile is a file, not a folder")
-    refused(capsys, sim + ["-o", files["adir"]], "is a directory")
+    refused(capsys, sim + ["-o", files["adir"]], "names a directory")
     refused(capsys, sim + ["-o", "/proc/nirdeploy-no-such/out.json"], "cannot create files in /proc")
     refused(capsys, ["simulate", g, "--input", x, "-q", "--trace", "/dev/full", "-o", str(tmp / "o.json")],
             "/dev/full", "not a regular file")  # fmt: skip
@@ -216,7 +216,7 @@ def test_retime_and_deploy_refuse_to_overwrite_their_input(capsys, files):
     link.symlink_to(g)
     refused(capsys, ["deploy", g, "-o", str(link), "-q"], "over the input")
     assert Path(g).read_bytes() == before
-    refused(capsys, ["deploy", g, "-o", files["adir"], "-q"], "is a directory")
+    refused(capsys, ["deploy", g, "-o", files["adir"], "-q"], "names a directory")
     refused(capsys, ["deploy", g, "-o", str(files["tmp"] / "m.net"), "--report", f"{files['afile']}/r.json", "-q"],
             "not a folder")  # fmt: skip
     assert not (files["tmp"] / "m.net").exists()
@@ -231,7 +231,7 @@ def test_export_sweep_report_compare_demo_check_their_output(capsys, files):
     refused(capsys, ["sweep", files["g"], "--data", "default", "--dt", "1e-3", "-q", "-o", afile], "is a file, not a folder")
     refused(capsys, ["sweep", files["g"], "--data", "default", "--dt", "1e-3", "-q", "-o", f"{afile}/sw"], "not a folder")
     (tmp / "r.html").mkdir()
-    refused(capsys, ["report", files["rec"], "-q", "-o", str(tmp / "r.html")], "is a directory")
+    refused(capsys, ["report", files["rec"], "-q", "-o", str(tmp / "r.html")], "names a directory")
     refused(capsys, ["report", files["rec"], "-q", "-o", f"{afile}/r.html"], "not a folder")
     refused(capsys, ["compare", files["g"], "--data", "default", "-q", "-o", "/dev/full"], "not a regular file")
     refused(capsys, ["demo", "-q", "-o", afile], "is a file, not a folder")
@@ -246,3 +246,15 @@ def test_check_output_path_direct(tmp_path):
         with pytest.raises(NirDeployError, match=msg):
             check_output_path(bad)
     assert temp_files(tmp_path) == [] and list(tmp_path.iterdir()) == []
+
+
+def test_the_api_reports_an_unwritable_folder_in_one_line(tmp_path):
+    """Without the CLI's check first, the atomic writer itself refuses with a NirDeployError."""
+    from toolchain.analysis.records import write_json
+
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    with pytest.raises(NirDeployError, match="cannot write .*afile/r.json"):
+        write_json({}, str(afile / "r.json"))
+    with pytest.raises(NirDeployError, match="cannot write /proc/r.json"):
+        save_graph(lif_graph(), "/proc/r.json")

@@ -62,11 +62,14 @@ def atomic_path(path: str | os.PathLike, *, makedirs: bool = True) -> Iterator[s
     without an exception the file is synced and renamed onto ``path``, otherwise it is removed."""
     target = _target(path)
     d = os.path.dirname(target)
-    if makedirs:
-        os.makedirs(d, exist_ok=True)
     base = os.path.basename(target)
     ext = os.path.splitext(base)[1]
-    fd, tmp = tempfile.mkstemp(dir=d, prefix=f".{base}.tmp-", suffix=ext)
+    try:
+        if makedirs:
+            os.makedirs(d, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=d, prefix=f".{base}.tmp-", suffix=ext)
+    except OSError as e:
+        raise NirDeployError(f"cannot write {os.fspath(path)}: {e.strerror or e}") from None
     os.close(fd)
     try:
         mode = stat.S_IMODE(os.stat(target).st_mode) if os.path.exists(target) else _umask_mode()
@@ -138,7 +141,7 @@ def check_output_path(path: Optional[str | os.PathLike], what: str = "output", i
     if not p:
         raise NirDeployError(f"the {what} path is empty")
     if p.endswith(os.sep) or os.path.isdir(p):
-        raise NirDeployError(f"cannot write {what} {p}: it is a directory; give a file name")
+        raise NirDeployError(f"cannot write {what} {p}: it names a directory; give a file name")
     real = os.path.realpath(p)
     if os.path.exists(real) and not os.path.isfile(real):
         raise NirDeployError(f"cannot write {what} {p}: it is not a regular file (a device, fifo or socket)")
