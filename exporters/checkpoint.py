@@ -1,7 +1,9 @@
 """Loading a trained model: ``--model package.module:factory --checkpoint file.pt``.
 
-Checkpoints are read without running code from the file: ``torch.load(weights_only=True)``
-for ``.pt``/``.pth`` files and ``safetensors`` for ``.safetensors`` files. A checkpoint is
+Checkpoints are read without running code from the file: a ``.pt``/``.pth`` file is first
+inspected without torch (:func:`inspect_checkpoint`: a torch.save zip, no TorchScript members, only
+allow-listed pickle globals; docs/security.md) and then read with ``torch.load(weights_only=True)``;
+``.safetensors`` files are read with ``safetensors``. A checkpoint is
 either a state dict or a dict with a ``"state_dict"`` entry and optionally ``"model_kwargs"``
 (passed to the factory), ``"dt"``, ``"readout"`` and ``"input_shape"``. A module-level
 ``readout = "sum"`` (or max, mean, last) in the factory's module is used when the checkpoint
@@ -50,7 +52,123 @@ def save_checkpoint(model: torch.nn.Module, info: Dict[str, Any], path: str) -> 
     :func:`load_checkpoint` reads it back with ``torch.load(weights_only=True)``; ``info`` holds what
     the export needs (``dt``, ``model_kwargs``, ``readout``) and what the training recorded."""
     state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    torch.save({"state_dict": state, **info}, path)
+    from toolchain.ir.atomic import atomic_write
+
+    with atomic_write(path, "wb") as f:  # a kill mid-write leaves the previous checkpoint
+        torch.save({"state_dict": state, **info}, f)
+
+
+#: the members ``torch.save`` (zip format, torch >= 1.6) writes under the archive's one root folder;
+#: ``.data/serialization_id`` and ``byteorder`` are written by newer versions (2.x) only, and the
+#: archive writer puts its version record at ``.data/version`` for format versions >= 6
+_MEMBER = re.compile(r"data\.pkl|version|\.data/version|byteorder|\.data/serialization_id|data/[0-9]+")
+#: what marks a TorchScript archive (``torch.jit.save``): torch.load hands these to torch.jit.load
+_TORCHSCRIPT = re.compile(r"code/.*|constants\.pkl|attributes\.pkl|extra/.*|.*\.py|.*\.debug_pkl")
+#: the globals a weights-only state dict pickle refers to: derived from the shipped checkpoints
+#: (examples/zoo/*/checkpoint.pt, toolchain/demo_model/checkpoint.pt) and torch.save of a state
+#: dict with parameters and buffers of every plain dtype
+_STORAGES = ("Double", "Float", "Half", "BFloat16", "Long", "Int", "Short", "Char", "Byte", "Bool",
+             "ComplexFloat", "ComplexDouble")  # fmt: skip
+ALLOWED_GLOBALS = frozenset(
+    ["collections.OrderedDict", "torch._utils._rebuild_tensor_v2", "torch._utils._rebuild_parameter", "torch.Size"]
+    + [f"torch.{s}Storage" for s in _STORAGES]
+)
+
+
+def inspect_checkpoint(path: str) -> None:
+    """Refuse a ``.pt`` file that is anything but ``torch.save``'s zip archive of tensors and plain
+    values, without handing it to torch: no TorchScript members, no legacy (non-zip) pickle, and a
+    ``data.pkl`` whose globals are all in :data:`ALLOWED_GLOBALS` (docs/security.md)."""
+    import pickletools
+    import zipfile
+
+    resave = "save model.state_dict() with torch.save or a safetensors file instead"
+    with open(path, "rb") as f:
+        magic = f.read(4)
+    # torch decides by the first bytes, zipfile by the end: a file must pass both to be read as a zip
+    if magic != b"PK\x03\x04" or not zipfile.is_zipfile(path):
+        with open(path, "rb") as f:
+            head = f.read()
+        what = "not a torch.save zip archive"
+        if head[:1] == b"\x80":
+            bad = _first_refused_global(head, path, pickletools)
+            what = "a legacy (pre-torch-1.6) or plain pickle" + (f" that references {bad}" if bad else "")
+        raise NirDeployError(f"refusing to load {path}: it is {what}; nirdeploy reads only torch.save's zip format "
+                             f"(torch >= 1.6) and .safetensors; {resave}")  # fmt: skip
+    try:
+        with zipfile.ZipFile(path) as z:
+            names = [i.filename for i in z.infolist()]
+            roots = {n.split("/", 1)[0] for n in names}
+            if len(roots) != 1 or any("/" not in n for n in names):
+                raise NirDeployError(f"refusing to load {path}: a torch.save archive has one root folder, this one has "
+                                     f"{', '.join(sorted(roots))}")  # fmt: skip
+            root = roots.pop()
+            rel = [n[len(root) + 1:] for n in names]
+            script = [r for r in rel if _TORCHSCRIPT.fullmatch(r)]
+            if script:
+                raise NirDeployError(
+                    f"refusing to load {path}: it is a TorchScript archive (it holds {root}/{script[0]}), and loading "
+                    f"one runs its code even with torch.load(weights_only=True) in torch < 2.6 (CVE-2025-32434); {resave}"
+                )
+            other = [r for r in rel if not _MEMBER.fullmatch(r)]
+            if other:
+                raise NirDeployError(f"refusing to load {path}: {root}/{other[0]} is not part of a torch.save "
+                                     f"checkpoint; {resave}")  # fmt: skip
+            if "data.pkl" not in rel:
+                raise NirDeployError(f"refusing to load {path}: the archive has no {root}/data.pkl; {resave}")
+            data = z.read(f"{root}/data.pkl")
+    except zipfile.BadZipFile as e:
+        raise NirDeployError(f"cannot read checkpoint {path}: {e}") from None
+    for name in _pickle_globals(data, path, pickletools):
+        if name not in ALLOWED_GLOBALS:
+            raise NirDeployError(
+                f"refusing to load {path}: its data.pkl references {name}, which a weights-only checkpoint does not "
+                f"need (loading it could run code; nirdeploy reads weights only, torch.load(weights_only=True)); {resave}"
+            )
+
+
+def _first_refused_global(head: bytes, path: str, pickletools) -> Optional[str]:
+    """The first global outside the allow-list in the (up to 4) pickles at the start of ``head``, for the message."""
+    import io
+
+    stream = io.BytesIO(head)
+    try:
+        for _ in range(4):
+            if stream.tell() >= len(head):
+                break
+            for name in _pickle_globals(stream, path, pickletools):
+                if name not in ALLOWED_GLOBALS:
+                    return name
+    except NirDeployError:
+        pass
+    return None
+
+
+_STRING_OPS = ("SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE", "SHORT_BINSTRING", "BINSTRING", "STRING")
+_MEMO_OPS = ("MEMOIZE", "BINPUT", "LONG_BINPUT", "PUT")
+
+
+def _pickle_globals(data: bytes, path: str, pickletools):
+    """Every global (``module.name``) the pickle ``data`` imports, read from its opcodes, never executed.
+
+    ``GLOBAL``/``INST`` name theirs; ``STACK_GLOBAL`` (protocol 4+) is read only when its module and
+    name are the two string literals pushed just before it, anything else is refused."""
+    recent = []  # the last two opcodes that are not memo stores
+    try:
+        for op, arg, _ in pickletools.genops(data):
+            if op.name in ("GLOBAL", "INST"):
+                yield str(arg).replace(" ", ".", 1)
+            elif op.name == "STACK_GLOBAL":
+                if len(recent) < 2 or not all(name in _STRING_OPS for name, _ in recent):
+                    raise NirDeployError(f"refusing to load {path}: its data.pkl builds a global from values that "
+                                         f"cannot be read without running it")  # fmt: skip
+                yield f"{recent[0][1]}.{recent[1][1]}"
+            elif op.name in ("EXT1", "EXT2", "EXT4"):
+                raise NirDeployError(f"refusing to load {path}: its data.pkl imports through the pickle extension registry")
+            if op.name not in _MEMO_OPS:
+                recent = (recent + [(op.name, arg)])[-2:]
+    except (ValueError, EOFError) as e:
+        raise NirDeployError(f"cannot read checkpoint {path}: data.pkl is not a valid pickle ({e})") from None
 
 
 def load_checkpoint(path: str) -> Tuple[Dict[str, torch.Tensor], Dict[str, Any]]:
@@ -64,6 +182,7 @@ def load_checkpoint(path: str) -> Tuple[Dict[str, torch.Tensor], Dict[str, Any]]
             return load_file(path), {}
         except Exception as e:
             raise NirDeployError(f"cannot read safetensors checkpoint {path}: {str(e).splitlines()[0]}") from None
+    inspect_checkpoint(path)  # before torch sees the file: torch 2.3's weights_only can still run TorchScript
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:

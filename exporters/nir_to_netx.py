@@ -45,7 +45,6 @@ until the layer is silent, and keep biases out of the layers before it.
 from __future__ import annotations
 
 import json
-import os
 from typing import Dict, List, Optional
 
 import numpy as np
@@ -198,9 +197,6 @@ def write_netx(fx: FixedNetwork, path: str, extra: Optional[Dict[str, object]] =
 
     layers = netx_layers(fx)
     prog = fx.program
-    d = os.path.dirname(os.fspath(path))
-    if d:
-        os.makedirs(d, exist_ok=True)
     in_shape = [int(s) for s in layers[0]["shape"]]
     desc: Dict[str, object] = {
         "format": "lava-dl netx hdf5 (lava.lib.dl.netx.hdf5.Network)",
@@ -224,7 +220,9 @@ def write_netx(fx: FixedNetwork, path: str, extra: Optional[Dict[str, object]] =
     }
     if extra:
         desc.update(extra)
-    with h5py.File(path, "w") as f:
+    from toolchain.ir.atomic import atomic_path
+
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:  # a kill mid-write leaves the previous file
         grp = f.create_group("layer")
         for i, l in enumerate(layers):
             h = grp.create_group(str(i))

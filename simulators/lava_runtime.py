@@ -75,7 +75,7 @@ class _MemmapWriter:
 
     def _rows(self):
         if self._mm is None:
-            self._mm = np.load(self.proc_params["path"], mmap_mode="r+")
+            self._mm = np.load(self.proc_params["path"], mmap_mode="r+", allow_pickle=False)
         return self._mm
 
 
@@ -229,7 +229,7 @@ def run_network(
         finally:
             if bar is not None:
                 bar.close()
-    return {k: np.array(np.load(p, mmap_mode="r").T) for k, p in net.recordings.items()}
+    return {k: np.array(np.load(p, mmap_mode="r", allow_pickle=False).T) for k, p in net.recordings.items()}
 
 
 def _create_runtime(root, run_cfg) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import os
 from typing import Any, Dict, Optional, Sequence
 
 import numpy as np
@@ -220,11 +219,11 @@ def _jsonable(x):
 
 
 def write_json(obj: Dict[str, Any], path: str) -> None:
-    d = os.path.dirname(os.fspath(path))
-    if d:
-        os.makedirs(d, exist_ok=True)
-    with open(path, "w") as f:
-        json.dump(_jsonable(obj), f, indent=1)
+    from toolchain.ir.atomic import atomic_write
+
+    text = json.dumps(_jsonable(obj), indent=1)  # fails before any file is touched
+    with atomic_write(path, "w") as f:
+        f.write(text + "\n")
         f.write("\n")
 
 

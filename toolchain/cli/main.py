@@ -16,6 +16,7 @@ import numpy as np
 
 from toolchain.errors import NirDeployError
 from toolchain.dynamics.retiming import BASELINES, METHODS
+from toolchain.ir.atomic import check_output_dir, check_output_path
 from toolchain.ir.metadata import CONVENTIONS, READOUTS, SCHEMES
 from toolchain.loihi.bits import PROFILES
 from toolchain.reports.console import console as new_console, table
@@ -90,6 +91,7 @@ def cmd_export(args) -> int:
             input_shape = tuple(int(s) for s in args.input_shape.split(","))
         except ValueError:
             raise NirDeployError(f"--input-shape must be comma-separated integers, got {args.input_shape!r}") from None
+    check_output_path(args.output, "-o", inputs=[args.checkpoint])
     graph = api.export_checkpoint(args.model, args.checkpoint, output=args.output, input_shape=input_shape,
                                   dt=args.dt, readout=args.readout)  # fmt: skip
     n_neurons = sum(1 for n in graph.nodes.values() if type(n).__name__ in ("LIF", "LI", "CubaLIF", "CubaLI", "IF", "I"))
@@ -137,6 +139,8 @@ def cmd_simulate(args) -> int:
     from toolchain import api
     from toolchain.analysis.records import write_json
 
+    check_output_path(args.output, "-o", inputs=[args.model, args.input])
+    check_output_path(args.trace, "--trace", inputs=[args.model, args.input, args.output])
     graph, program = load_program(args)
     inputs = load_inputs(args, program)
     res = api.simulate(program, inputs["x"], args.backend, profile=args.profile, record_v=bool(args.trace),
@@ -153,7 +157,10 @@ def cmd_simulate(args) -> int:
                 arrays[f"{name}.spikes"] = res.spikes[name][0].astype(np.uint8)
             if name in res.v:
                 arrays[f"{name}.v"] = res.v[name][0]
-        np.savez_compressed(args.trace, **arrays)
+        from toolchain.ir.atomic import atomic_path
+
+        with atomic_path(args.trace) as tmp:
+            np.savez_compressed(tmp, **arrays)
         rec["trace"] = args.trace
     if args.output:
         write_json(rec, args.output)
@@ -171,6 +178,7 @@ def cmd_compare(args) -> int:
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
     if len(backends) != 2:
         raise NirDeployError(f"--backends takes two backends separated by a comma, got {args.backends!r}")
+    check_output_path(args.output, "-o", inputs=[args.model, args.data])
     graph, program = load_program(args)
     inputs = load_inputs(args, program)
     cmp, records = api.compare(
@@ -198,6 +206,7 @@ def cmd_compare(args) -> int:
 def cmd_demo(args) -> int:
     from toolchain.demo import run_demo
 
+    check_output_dir(args.output, "-o")
     run_demo(args.output, lava_samples=args.lava_samples, quiet=args.quiet)
     return 0
 

@@ -54,10 +54,10 @@ def save_graph(graph, path: str | os.PathLike) -> None:
 
     graph = copy.copy(graph)
     graph.metadata = graph_metadata(graph)
-    d = os.path.dirname(os.fspath(path))
-    if d:
-        os.makedirs(d, exist_ok=True)
-    nir.write(os.fspath(path), graph)
+    from toolchain.ir.atomic import atomic_path
+
+    with atomic_path(path) as tmp:  # a kill mid-write leaves the previous file
+        nir.write(tmp, graph)
 
 
 def _first_line(e: BaseException) -> str:

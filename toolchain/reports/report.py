@@ -18,6 +18,7 @@ import os
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from toolchain.errors import NirDeployError
+from toolchain.ir.atomic import atomic_write
 from toolchain.analysis.schema import kind_of, parse
 
 SECTION_TITLES = {
@@ -425,16 +426,17 @@ def build_report(
     title = f"nirdeploy report: {os.path.basename(os.path.normpath(path))}"
     caveats = _caveats(rec)
 
-    os.makedirs(os.path.dirname(os.path.abspath(out_html)), exist_ok=True)
-    with open(out_html, "w") as f:
-        f.write(_html(title, sections, caveats, kind, sweep is not None and rec is not None))
+    page = _html(title, sections, caveats, kind, sweep is not None and rec is not None)
+    with atomic_write(out_html, "w") as f:  # every file goes to a temporary name and is renamed into place
+        f.write(page)
     written = {"html": out_html}
     if out_md:
         stem = os.path.splitext(os.path.basename(out_md))[0]
         img_dir = os.path.join(os.path.dirname(os.path.abspath(out_md)), stem + "_files")
         os.makedirs(img_dir, exist_ok=True)
-        with open(out_md, "w") as f:
-            f.write(_markdown(title, sections, caveats, img_dir, stem + "_files"))
+        text = _markdown(title, sections, caveats, img_dir, stem + "_files")
+        with atomic_write(out_md, "w") as f:
+            f.write(text)
         written["md"] = out_md
     return {"kind": kind, "paths": written, "record": rec, "sweep": sweep, "sections": [s[0] for s in sections]}
 
@@ -478,7 +480,7 @@ def _markdown(title, sections, caveats, img_dir, img_rel) -> str:
             lines += ["| " + " | ".join(str(v).replace("|", "/") for v in r) + " |" for r in rows]
             lines.append("")
         for name, png in images:
-            with open(os.path.join(img_dir, name + ".png"), "wb") as f:
+            with atomic_write(os.path.join(img_dir, name + ".png"), "wb") as f:
                 f.write(png)
             lines += [f"![{name}]({img_rel}/{name}.png)", ""]
     lines += [f"## {SECTION_TITLES['caveats']}", ""] + [f"- {c}" for c in caveats]

@@ -25,6 +25,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence
 import numpy as np
 
 from toolchain.errors import NirDeployError
+from toolchain.ir.atomic import atomic_path, atomic_write
 from toolchain.analysis.schema import SweepRecord
 
 
@@ -320,7 +321,7 @@ def write_sweep(result: Dict, out_dir: str) -> None:
     from toolchain.analysis.records import write_json
 
     write_json(result, os.path.join(out_dir, "sweep.json"))
-    with open(os.path.join(out_dir, "sweep.csv"), "w", newline="") as f:
+    with atomic_write(os.path.join(out_dir, "sweep.csv"), "w", newline="") as f:
         w = csv.writer(f)
         metric = result.get("metric", "accuracy")
         w.writerow(["dt", "rho", "method", metric, "spikes_per_sample", "error"])
@@ -358,7 +359,8 @@ def plot_sweep(result: Dict, out_dir: str) -> List[str]:
         ax.grid(alpha=0.3)
         fig.tight_layout()
         p = os.path.join(out_dir, fname)
-        fig.savefig(p, dpi=110)
+        with atomic_path(p) as tmp:
+            fig.savefig(tmp, dpi=110, format="png")
         plt.close(fig)
         paths.append(p)
     return paths

@@ -10,6 +10,8 @@ as JSON.
 
 from __future__ import annotations
 
+from toolchain.ir.atomic import check_output_path
+
 
 
 def cmd_deploy(args) -> int:
@@ -19,6 +21,8 @@ def cmd_deploy(args) -> int:
     from toolchain.loihi.report import REPORT_COLUMNS, report_rows
     from toolchain.reports.console import console as new_console, table
 
+    check_output_path(args.output, "-o", inputs=[args.model, args.data])
+    check_output_path(args.report, "--report", inputs=[args.model, args.data, args.output])
     _, program = load_program(args)  # retimed once, used for the calibration data and the network
     calib = info = None
     if args.data:

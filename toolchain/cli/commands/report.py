@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 from toolchain.errors import NirDeployError
+from toolchain.ir.atomic import check_output_path
 
 
 def cmd_report(args) -> int:
@@ -22,6 +23,8 @@ def cmd_report(args) -> int:
         out_md = None
     if not os.path.exists(args.input):
         raise NirDeployError(f"cannot read {args.input}: no such file or directory")
+    check_output_path(out_html, "-o", inputs=[args.input])
+    check_output_path(out_md, "-o", inputs=[args.input, out_html])
     res = build_report(args.input, out_html, out_md, energy_models=args.energy_model or None)
     if not args.quiet:
         print_summary(res)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from toolchain.dynamics.retiming import BASELINES, METHODS
 from toolchain.errors import NirDeployError
+from toolchain.ir.atomic import check_output_dir, check_output_path
 from toolchain.ir.metadata import CONVENTIONS, SCHEMES
 
 METHOD_HELP = "tau (reference), integral, euler, exact; 'none' keeps the trained update (no adaptation)"
@@ -27,6 +28,7 @@ def _floats(s: str, what: str):
 def cmd_retime(args) -> int:
     from toolchain import api
 
+    check_output_path(args.output, "-o", inputs=[args.model])
     out = api.retime(args.model, args.dt, args.method, source_dt=args.source_dt, scheme=args.scheme,
                      input_convention=args.input_convention, output=args.output)  # fmt: skip
     r = out.metadata["retime"]
@@ -41,6 +43,7 @@ def cmd_sweep(args) -> int:
     from toolchain.ir import discretization_of, load_graph
     from toolchain.reports.sweep import sweep
 
+    check_output_dir(args.output, "-o")
     dts = _floats(args.dt, "--dt")
     methods = [m.strip() for m in args.method.split(",") if m.strip()]
     source = None
