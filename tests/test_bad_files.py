@@ -18,6 +18,8 @@ COMMANDS = {
     "retime": lambda f, d: ["retime", f, "--dt", "0.002", "--method", "integral", "--source-dt", "0.001",
                             "-o", str(d / "r.nir")],
     "deploy": lambda f, d: ["deploy", f, "-o", str(d / "m.net"), "--dt", "0.001", "-q"],
+    "sweep": lambda f, d: ["sweep", f, "--data", "default", "--dt", "0.002", "--method", "integral", "--samples", "2",
+                           "--source-dt", "0.001", "-o", str(d / "sw"), "-q"],
 }  # fmt: skip
 
 
@@ -45,6 +47,7 @@ def test_bad_file_is_one_line_exit_2(corpus, name, command, tmp_path, capsys):
     assert rc == 2, f"{name} via {command}: exit {rc}"
     assert len(err) == 1 and err[0].startswith("nirdeploy: error: ") and "Traceback" not in err[0], err
     assert not (tmp_path / "r.nir").exists() and not (tmp_path / "m.net").exists()
+    assert not list((tmp_path / "sw").glob("cells/*.json")) if (tmp_path / "sw").exists() else True
 
 
 def test_checker_names_the_node_and_the_problem(corpus):

@@ -219,9 +219,18 @@ def sweep(
     from toolchain.data import dataset_identity, file_sha256
     from toolchain.ir import Discretization, discretization_of
 
+    from toolchain.ir import graph_metadata
+    from toolchain.program import lower
+
     graph = _validate(model_path, data, dts, methods, samples)
+    if source is None and "dt" not in graph_metadata(graph):
+        raise NirDeployError(
+            "this graph carries no training timestep in its metadata (it was written by another tool); "
+            "pass --source-dt SECONDS to sweep it"
+        )
     src = discretization_of(graph) if source is None else Discretization.from_metadata(source)
     src_dt = src.dt if source is None else float(source["dt"])
+    lower(graph, src)  # a graph that cannot run at its own timestep is the user's error, not a row per cell
     _profile(backend, profile)  # an unknown backend or profile is refused before the folder is touched
     with lock_folder(out_dir):
         return _sweep_locked(graph, model_path, data, dts, methods, backend, out_dir, samples, workers, progress,
