@@ -197,10 +197,32 @@ def load_checkpoint(path: str) -> Tuple[Dict[str, torch.Tensor], Dict[str, Any]]
         raise NirDeployError(f"cannot read checkpoint {path}: {str(e).splitlines()[0]}") from None
     if isinstance(obj, dict) and "state_dict" in obj:
         extra = {k: v for k, v in obj.items() if k != "state_dict"}
-        return obj["state_dict"], extra
-    if isinstance(obj, dict) and all(isinstance(v, torch.Tensor) for v in obj.values()):
+        state = obj["state_dict"]
+        if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+            raise NirDeployError(f"{path}: 'state_dict' must map parameter names to tensors")
+        _check_extra(path, extra)
+        return state, extra
+    if isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
         return obj, {}
+    if isinstance(obj, dict) and not obj:
+        raise NirDeployError(f"{path} holds an empty dict: no weights")
     raise NirDeployError(f"{path} holds a {type(obj).__name__}, not a state dict")
+
+
+def _check_extra(path: str, extra: Dict[str, Any]) -> None:
+    """The checkpoint contract's optional entries (docs/api.md), type by type."""
+    kw = extra.get("model_kwargs")
+    if kw is not None and (not isinstance(kw, dict) or not all(isinstance(k, str) for k in kw)):
+        raise NirDeployError(f"{path}: model_kwargs must be a dict of keyword arguments, got {type(kw).__name__} {kw!r:.40}")
+    dt = extra.get("dt")
+    if dt is not None and (isinstance(dt, bool) or not isinstance(dt, (int, float)) or not dt > 0 or dt == float("inf")):
+        raise NirDeployError(f"{path}: dt must be a positive number of seconds, got {dt!r:.40}")
+    shape = extra.get("input_shape")
+    if shape is not None and (
+        not isinstance(shape, (list, tuple)) or not shape
+        or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape)
+    ):  # fmt: skip
+        raise NirDeployError(f"{path}: input_shape must be a list of positive integers, got {shape!r:.40}")
 
 
 def build_model(spec: str, checkpoint: str, readout: Optional[str] = None) -> Tuple[torch.nn.Module, Dict[str, Any]]:

@@ -73,3 +73,22 @@ def test_weights_come_from_the_checkpoint(factory, tmp_path):
     model, _ = build_model(spec, ck)
     state = torch.load(ck, weights_only=True)["state_dict"]
     assert torch.equal(model.fc.weight, state["fc.weight"])
+
+
+@pytest.mark.parametrize("name,content,pattern", [
+    ("empty_dict", {}, "empty dict"),
+    ("kwargs_str", {"state_dict": {"w": torch.zeros(1)}, "model_kwargs": "n=3"}, "model_kwargs must be a dict"),
+    ("dt_str", {"state_dict": {"w": torch.zeros(1)}, "dt": "fast"}, "dt must be a positive number"),
+    ("dt_negative", {"state_dict": {"w": torch.zeros(1)}, "dt": -1.0}, "dt must be a positive number"),
+    ("shape_str", {"state_dict": {"w": torch.zeros(1)}, "input_shape": "abc"}, "input_shape must be a list"),
+    ("state_not_tensors", {"state_dict": {"w": 3}}, "must map parameter names to tensors"),
+])  # fmt: skip
+def test_checkpoints_that_break_the_contract_are_one_line_errors(factory, tmp_path, capsys, name, content, pattern):
+    from toolchain.cli.main import main
+
+    spec = factory(f"ro_{name}", "sum")
+    torch.save(content, tmp_path / f"{name}.pt")
+    rc = main(["export", "--model", spec, "--checkpoint", str(tmp_path / f"{name}.pt"), "-o", str(tmp_path / "m.nir")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and pattern in err[0], err
+    assert not (tmp_path / "m.nir").exists()

@@ -143,3 +143,18 @@ def test_report_errors(tmp_path, capsys):
     write_json({"hello": 1}, tmp_path / "x.json")
     assert main(["report", str(tmp_path / "x.json"), "-o", str(tmp_path / "r.html")]) == 2
     assert main(["report", str(tmp_path / "x.json"), "-o", str(tmp_path / "r.pdf")]) == 2
+
+
+def test_node_names_are_text_in_terminal_tables_and_markdown():
+    """A node called "[foo]" must not vanish as rich markup, nor "a|b" split a Markdown table."""
+    import io
+
+    from rich.console import Console
+
+    from toolchain.reports.console import table
+    from toolchain.reports.report import md_escape
+
+    buf = io.StringIO()
+    Console(file=buf, width=80).print(table("layers", ["layer", "spikes"], [["[foo]", 3], ["a|b", 4]]))
+    assert "[foo]" in buf.getvalue()
+    assert md_escape("[foo]") == "\\[foo\\]" and md_escape("a|b") == "a\\|b" and md_escape("1.5e-3") == "1.5e-3"

@@ -471,13 +471,21 @@ def _html(title, sections, caveats, kind, picked) -> str:
     return "\n".join(parts)
 
 
+_MD_SPECIAL = "\\`*_{}[]<>()#+!|"
+
+
+def md_escape(v) -> str:
+    """A table cell as literal Markdown text: node names like ``[foo]`` or ``a|b`` stay as written."""
+    return "".join("\\" + ch if ch in _MD_SPECIAL else ch for ch in str(v)).replace("\n", " ")
+
+
 def _markdown(title, sections, caveats, img_dir, img_rel) -> str:
     lines = [f"# {title}", ""]
     for sid, tables, images in sections:
         lines += [f"## {SECTION_TITLES[sid]}", ""]
         for ttl, cols, rows in tables:
             lines += [f"### {ttl}", "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-            lines += ["| " + " | ".join(str(v).replace("|", "/") for v in r) + " |" for r in rows]
+            lines += ["| " + " | ".join(md_escape(v) for v in r) + " |" for r in rows]
             lines.append("")
         for name, png in images:
             with atomic_write(os.path.join(img_dir, name + ".png"), "wb") as f:
