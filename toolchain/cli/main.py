@@ -230,6 +230,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="nirdeploy",
         description="Deploy spiking neural networks from PyTorch to Loihi through NIR.",
     )
+    ap.add_argument("--max-memory", metavar="SIZE",
+                    help="refuse loads, binnings and runs that need more memory than SIZE (e.g. 8G; default: 80%% "
+                         "of this machine's memory)")  # fmt: skip
     sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("export", help="trained torch/norse checkpoint -> .nir (with dt and discretization)")
@@ -296,6 +299,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        if args.max_memory is not None:
+            from toolchain.limits import ENV, parse_size
+
+            os.environ[ENV] = str(parse_size(args.max_memory))  # inherited by worker processes
         return int(args.func(args) or 0)
     except NirDeployError as e:
         print(f"nirdeploy: error: {e}", file=sys.stderr)

@@ -22,6 +22,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from toolchain.errors import NirDeployError
+from toolchain.limits import check_allocation
 
 FORMAT = "nirdeploy-events"
 VERSION = 1
@@ -244,6 +245,7 @@ class EventDataset:
         if n_steps < 1:
             raise NirDeployError(f"n_steps must be at least 1, got {n_steps}")
         n, c = len(self), self.n_channels
+        check_allocation(4.0 * n * n_steps * c, f"binning {n} samples of {self.name!r} at dt={dt:g} s ({n_steps} steps)")
         out = np.zeros((n, n_steps, c), dtype=np.float32)
         k = self.bin_indices(dt)
         keep = k < n_steps

@@ -18,6 +18,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from toolchain.errors import NirDeployError
+from toolchain.limits import check_allocation, human
 from toolchain.ir.metadata import CONVENTIONS, READOUTS, RESETS, SCHEMES, V_INITS, graph_metadata
 from toolchain.ir.nodes import node_type
 
@@ -77,6 +78,15 @@ def check_file(f, path: str) -> None:
                         )
 
     walk(f["node"], "")
+    total = 0.0
+
+    def size(name, obj):
+        nonlocal total
+        if isinstance(obj, h5py.Dataset):
+            total += float(np.prod(obj.shape, dtype=np.float64)) * 8.0  # read, then held as float64
+    f["node"].visititems(size)
+    # nir reads every array, lowering keeps a float64 copy and torch another: about three times
+    check_allocation(3.0 * total, f"reading {path} (its parameters hold {human(total)} as float64)")
 
 
 def check_graph(graph) -> None:
