@@ -8,14 +8,37 @@ Recording: every spiking layer's s_out goes to a :class:`SpikeRecorder` sink and
 its v is read after every step by a :class:`VarRecorder`; both write into memory-mapped .npy
 files because Lava's own sinks are read back with ``Var.get()``, which moves one element per
 message (about 25 us each: minutes for a few hundred steps of a CNN).
+
+No orphans: Lava forks one operating-system process per Lava process (and one for its shared
+memory manager), all from the thread that calls ``create_runtime``, and connects them through
+``/dev/shm/psm_*`` segments. A run must not leave any of it behind when this process dies:
+
+* SIGINT, SIGTERM and SIGHUP: Lava's children are forked with these signals ignored, so only this
+  process stops them; here SIGTERM and SIGHUP raise :class:`toolchain.signals.Terminated` (a
+  KeyboardInterrupt) during the run (:func:`toolchain.signals.raise_on_termination`), and the
+  ordinary cleanup of :func:`run_network` stops the runtime (:func:`stop_runtime`).
+* SIGKILL (or any death without cleanup): every process forked while a run is active (an
+  ``os.register_at_fork`` hook, guarded by the module's ``_ACTIVE`` count) asks Linux for
+  ``PR_SET_PDEATHSIG = SIGKILL`` right after the fork and exits at once if its parent is already
+  gone. The hook runs in the forking thread's child; the signal fires when that *thread* exits,
+  which for Lava is the thread running :func:`run_network` (normally the main thread).
+* A watchdog (:func:`_start_watchdog`, a tiny ``python -c`` process started with ``subprocess``,
+  no multiprocessing) learns the run's segment names (from Lava's shared memory manager), child
+  pids and work folder over a pipe, polls its parent every 0.2 s, and when the parent has vanished
+  kills the recorded children, unlinks the segments and removes the ``nirdeploy-lava-*`` folder.
+  At the end of a normal or interrupted run it is told ``done`` and exits without touching the
+  folder (it unlinks only recorded segments that are still there).
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
+
+from toolchain.signals import TERMINATING, die_with_parent, raise_on_termination
 
 #: one Lava run is cut into at most this many RunSteps calls (for the progress bar)
 MAX_CHUNKS = 20
@@ -190,6 +213,131 @@ def chunk_size(total: int, max_chunks: int = MAX_CHUNKS, min_chunk: int = MIN_CH
     return int(min(total, max(min_chunk, -(-total // max_chunks))))
 
 
+# --------------------------------------------------------------------------- no orphans
+#: > 0 while a run of this process is active: processes forked then die with their parent
+_ACTIVE = 0
+_FORK_PARENT: Optional[int] = None
+
+
+def _before_fork() -> None:
+    global _FORK_PARENT
+    _FORK_PARENT = os.getpid()
+
+
+def _after_fork_in_child() -> None:
+    if _ACTIVE > 0:
+        import signal
+
+        die_with_parent(_FORK_PARENT)
+        for s in (signal.SIGINT,) + TERMINATING:  # only the parent stops Lava's processes
+            signal.signal(s, signal.SIG_IGN)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(before=_before_fork, after_in_child=_after_fork_in_child)
+    die_with_parent(None, 0)  # loads libc now, in the parent (0: no signal, i.e. unchanged)
+
+_WATCHDOG = r"""
+import os, select, shutil, signal, sys, time
+for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+    signal.signal(s, signal.SIG_IGN)
+parent = int(sys.argv[1]); sid = os.getsid(0)
+shm, dirs, pids, buf = [], [], [], b""
+def gone():
+    if os.getppid() != parent:
+        return True
+    try:
+        os.kill(parent, 0)
+    except ProcessLookupError:
+        return True
+    return False
+def unlink():
+    for n in shm:
+        try:
+            os.unlink("/dev/shm/" + n)
+        except OSError:
+            pass
+while True:
+    r, _, _ = select.select([0], [], [], 0.2)
+    if r:
+        data = os.read(0, 65536)
+        if not data:
+            break  # the parent and everything that shared the pipe are gone
+        buf += data
+        *lines, buf = buf.split(b"\n")
+        for line in lines:
+            kind, _, value = line.decode().partition(" ")
+            if kind == "done":
+                unlink()
+                sys.exit(0)
+            {"shm": shm, "dir": dirs, "pid": pids}.get(kind, []).append(value)
+    elif gone():
+        break
+for p in pids:
+    try:
+        if os.getsid(int(p)) == sid:
+            os.kill(int(p), signal.SIGKILL)
+    except (OSError, ValueError):
+        pass
+unlink()
+for d in dirs:
+    if os.path.basename(d.rstrip("/")).startswith("nirdeploy-lava"):
+        shutil.rmtree(d, ignore_errors=True)
+"""
+
+
+class _Watchdog:
+    """The cleanup process of one run (see the module docstring)."""
+
+    def __init__(self, dirs: List[str]) -> None:
+        import subprocess
+        import sys
+
+        self.proc = None
+        try:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-c", _WATCHDOG, str(os.getpid())],
+                stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )
+        except OSError:  # pragma: no cover - best effort
+            return
+        for d in dirs:
+            self.send("dir", d)
+
+    def send(self, kind: str, value: str = "") -> None:
+        if self.proc is None:
+            return
+        try:
+            self.proc.stdin.write(f"{kind} {value}\n".encode())
+            self.proc.stdin.flush()
+        except (OSError, ValueError):  # pragma: no cover
+            pass
+
+    def learn(self, root) -> None:
+        """Segments and child processes of ``root``'s started runtime."""
+        infra = getattr(getattr(root, "runtime", None), "_messaging_infrastructure", None)
+        smm = getattr(infra, "smm", None)
+        for h in list(getattr(smm, "_shared_memory_handles", []) or []):
+            self.send("shm", h.name.lstrip("/"))
+        procs = list(getattr(infra, "actors", []) or [])
+        mgr = getattr(getattr(smm, "_manager", None), "_process", None)
+        if mgr is not None:
+            procs.append(mgr)
+        for p in procs:
+            if getattr(p, "pid", None):
+                self.send("pid", str(p.pid))
+
+    def close(self) -> None:
+        if self.proc is None:
+            return
+        self.send("done")
+        try:
+            self.proc.stdin.close()
+            self.proc.wait(timeout=5)
+        except Exception:  # pragma: no cover - it exits on its own
+            pass
+
+
 def run_network(
     plan,
     net: LavaNetwork,
@@ -200,8 +348,11 @@ def run_network(
 ) -> Dict[Tuple[str, str], np.ndarray]:
     """Run ``net`` for the plan's total steps in chunks; always stops the Lava runtime.
 
-    Returns the recordings as arrays [n, total_steps] keyed ("s" | "v", group key).
+    Returns the recordings as arrays [n, total_steps] keyed ("s" | "v", group key). SIGTERM and
+    SIGHUP raise :class:`toolchain.signals.Terminated` during the run (in the main thread, if
+    their handlers are the default ones); nothing of the run survives this process.
     """
+    global _ACTIVE
     from lava.magma.core.run_conditions import RunSteps
 
     total = plan.total_steps
@@ -211,33 +362,46 @@ def run_network(
 
         bar = tqdm(total=total, desc=desc, unit="step", leave=False)
     finished = False
-    try:
-        _create_runtime(net.root, run_cfg)
-        t0 = 0
-        while t0 < total:
-            c = min(net.chunk, total - t0)
-            net.root.run(condition=RunSteps(num_steps=c, blocking=True), run_cfg=run_cfg)
-            t0 += c
-            if bar is not None:
-                bar.update(c)
-            if on_chunk is not None:
-                on_chunk(t0, total)
-        finished = True
-    finally:
+    dirs = sorted({os.path.dirname(os.path.abspath(p)) for p in net.recordings.values()})
+    with raise_on_termination():
+        _ACTIVE += 1
+        watchdog = None
         try:
-            stop_runtime(net.root, graceful=finished)
+            watchdog = _Watchdog(dirs)
+            try:
+                _create_runtime(net.root, run_cfg)
+            finally:
+                watchdog.learn(net.root)
+            t0 = 0
+            while t0 < total:
+                c = min(net.chunk, total - t0)
+                net.root.run(condition=RunSteps(num_steps=c, blocking=True), run_cfg=run_cfg)
+                t0 += c
+                if bar is not None:
+                    bar.update(c)
+                if on_chunk is not None:
+                    on_chunk(t0, total)
+            finished = True
         finally:
-            if bar is not None:
-                bar.close()
+            _ACTIVE -= 1
+            try:
+                stop_runtime(net.root, graceful=finished)
+            finally:
+                if watchdog is not None:
+                    watchdog.close()
+                if bar is not None:
+                    bar.close()
     return {k: np.array(np.load(p, mmap_mode="r", allow_pickle=False).T) for k, p in net.recordings.items()}
 
 
 def _create_runtime(root, run_cfg) -> None:
-    """Compile, then start Lava's processes with SIGINT ignored in them.
+    """Compile, then start Lava's processes with SIGINT, SIGTERM and SIGHUP ignored in them.
 
     Lava forks one operating-system process per Lava process. Ctrl-C sends SIGINT to the whole
-    process group: children that die of KeyboardInterrupt leave the runtime's stop() waiting
-    forever. Children that ignore SIGINT keep running, and this process stops them cleanly.
+    process group (a closed terminal SIGHUP): children that die of it leave the runtime's stop()
+    waiting forever. Children that ignore it (set in the fork hook) keep running, and this
+    process stops them cleanly (or kills them: :func:`_terminate`). A signal that arrives here
+    while the runtime is being created is held back and raised once it stands.
     """
     import signal
     import threading
@@ -246,11 +410,25 @@ def _create_runtime(root, run_cfg) -> None:
     if threading.current_thread() is not threading.main_thread():
         root.create_runtime(executable=executable)
         return
-    old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    held: List[Tuple[int, object]] = []
+    sigs = [s for s in (signal.SIGINT,) + TERMINATING if signal.getsignal(s) not in (signal.SIG_IGN, None)]
+    old = {s: signal.getsignal(s) for s in sigs}
+    for s in sigs:
+        signal.signal(s, lambda signum, frame: held.append((signum, frame)))
     try:
         root.create_runtime(executable=executable)
     finally:
-        signal.signal(signal.SIGINT, old)
+        for s, h in old.items():
+            signal.signal(s, h)
+    if held:
+        signum, frame = held[0]
+        h = old[signum]
+        if callable(h):
+            h(signum, frame)
+        elif h == signal.SIG_DFL:
+            if signum == signal.SIGINT:
+                raise KeyboardInterrupt
+            signal.raise_signal(signum)
 
 
 def stop_runtime(root, graceful: bool = True, drain_seconds: float = 5.0) -> None:
@@ -288,7 +466,7 @@ def _terminate(rt) -> None:
     for actor in list(getattr(infra, "actors", []) or []):
         try:
             if actor.is_alive():
-                actor.terminate()
+                actor.kill()  # they ignore SIGTERM (see _create_runtime)
             actor.join(timeout=5)
         except Exception:  # pragma: no cover - best effort
             pass

@@ -15,6 +15,7 @@ from typing import List, Optional
 import numpy as np
 
 from toolchain.errors import NirDeployError
+from toolchain.signals import Terminated, exit_code_of, raise_on_termination
 from toolchain.dynamics.retiming import BASELINES, METHODS
 from toolchain.ir.atomic import check_output_dir, check_output_path
 from toolchain.ir.metadata import CONVENTIONS, READOUTS, SCHEMES
@@ -303,13 +304,15 @@ def main(argv: Optional[List[str]] = None) -> int:
             from toolchain.limits import ENV, parse_size
 
             os.environ[ENV] = str(parse_size(args.max_memory))  # inherited by worker processes
-        return int(args.func(args) or 0)
+        with raise_on_termination():  # SIGTERM, SIGHUP: Terminated, cleaned up like Ctrl-C
+            return int(args.func(args) or 0)
     except NirDeployError as e:
         print(f"nirdeploy: error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("nirdeploy: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:
+        print(f"nirdeploy: terminated ({e.signal_name})" if isinstance(e, Terminated) else "nirdeploy: interrupted",
+              file=sys.stderr)
+        return exit_code_of(e)
     except BrokenPipeError:  # output piped into `head` and the like
         try:
             sys.stdout = open(os.devnull, "w")

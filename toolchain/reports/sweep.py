@@ -26,6 +26,7 @@ import numpy as np
 
 from toolchain.errors import NirDeployError
 from toolchain.ir.atomic import atomic_path, atomic_write
+from toolchain.signals import die_with_parent
 from toolchain.analysis.schema import SweepRecord
 
 
@@ -281,7 +282,7 @@ def _sweep_locked(graph, model_path, data, dts, methods, backend, out_dir, sampl
                 if bar:
                     bar.update(1)
         else:
-            with ProcessPoolExecutor(max_workers=workers) as ex:
+            with ProcessPoolExecutor(max_workers=workers, initializer=die_with_parent, initargs=(os.getpid(),)) as ex:
                 futs = {ex.submit(_guarded, model_path, data, c, backend, samples, out_dir, source, src_dt, profile): c
                         for c in todo}
                 try:
@@ -290,9 +291,8 @@ def _sweep_locked(graph, model_path, data, dts, methods, backend, out_dir, sampl
                         rows[c.key] = fut.result()
                         if bar:
                             bar.update(1)
-                except KeyboardInterrupt:
-                    for f in futs:
-                        f.cancel()
+                except KeyboardInterrupt:  # also Terminated (SIGTERM, SIGHUP): no queued cell runs
+                    _stop_pool(ex)
                     raise
     if bar:
         bar.close()
@@ -309,6 +309,29 @@ def _sweep_locked(graph, model_path, data, dts, methods, backend, out_dir, sampl
     }).to_dict()
     write_sweep(result, out_dir)
     return result
+
+
+def _stop_pool(ex: ProcessPoolExecutor, grace: float = 10.0) -> None:
+    """Cancel the queued cells and end the workers: SIGTERM (a Lava run in a worker stops its
+    runtime), SIGKILL for those still alive after ``grace`` seconds."""
+    import time
+
+    procs = list((getattr(ex, "_processes", None) or {}).values())
+    ex.shutdown(wait=False, cancel_futures=True)
+    for p in procs:
+        try:
+            p.terminate()
+        except Exception:  # pragma: no cover - already gone
+            pass
+    deadline = time.monotonic() + grace
+    for p in procs:
+        try:
+            p.join(timeout=max(0.0, deadline - time.monotonic()))
+            if p.is_alive():
+                p.kill()
+                p.join(timeout=5)
+        except Exception:  # pragma: no cover
+            pass
 
 
 def _guarded(model_path, data, cell, backend, samples, out_dir, source, src_dt, profile=None):
