@@ -123,7 +123,9 @@ def test_a_signalled_lava_run_leaves_nothing_behind(model, tmp_path, sig):
         _kill_session(p.pid)
 
 
-def test_a_terminated_sweep_stops_its_workers(model, tmp_path):
+@pytest.mark.parametrize("sig,group", [(signal.SIGTERM, False), (signal.SIGINT, True)], ids=["TERM", "ctrl-c"])
+def test_a_terminated_sweep_stops_its_workers(model, tmp_path, sig, group):
+    """SIGTERM to the sweep, or Ctrl-C (SIGINT to the whole foreground process group)."""
     out = tmp_path / "sweep"
     p = _cli("sweep", str(model), "--data", "default", "--samples", "16", "--backend", "reference", "--workers", "2",
              "--dt", "0.001,0.0015,0.002,0.0025,0.003,0.004,0.005,0.006,0.008,0.01", "--method", "tau", "-q",
@@ -131,9 +133,9 @@ def test_a_terminated_sweep_stops_its_workers(model, tmp_path):
     try:
         cells = out / "cells"
         assert poll(lambda: cells.is_dir() and any(cells.glob("*.json"))), "no cell was written"
-        os.kill(p.pid, signal.SIGTERM)
+        (os.killpg if group else os.kill)(p.pid, sig)
         _, err = p.communicate(timeout=TIMEOUT)
-        assert p.returncode == 143, err
+        assert p.returncode == 128 + sig, err
         assert "Traceback" not in err
         assert poll(lambda: not session_members(p.pid)), f"workers survive: {session_members(p.pid)}"
         written = sorted(cells.glob("*.json"))

@@ -238,6 +238,15 @@ def sweep(
                              source, profile, src, src_dt, file_sha256(model_path), dataset_identity(data))
 
 
+def _worker_init(parent: int) -> None:
+    """A sweep worker dies with the sweep, and leaves Ctrl-C (SIGINT to the whole terminal's
+    process group) to the parent, which cancels the queued cells and stops the workers."""
+    import signal
+
+    die_with_parent(parent)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def _cached_row(path: str, key: Dict[str, Any]) -> Optional[Dict]:
     """The finished cell at ``path`` if it was computed under ``key`` (same hash), else None."""
     try:
@@ -282,7 +291,7 @@ def _sweep_locked(graph, model_path, data, dts, methods, backend, out_dir, sampl
                 if bar:
                     bar.update(1)
         else:
-            with ProcessPoolExecutor(max_workers=workers, initializer=die_with_parent, initargs=(os.getpid(),)) as ex:
+            with ProcessPoolExecutor(max_workers=workers, initializer=_worker_init, initargs=(os.getpid(),)) as ex:
                 futs = {ex.submit(_guarded, model_path, data, c, backend, samples, out_dir, source, src_dt, profile): c
                         for c in todo}
                 try:
