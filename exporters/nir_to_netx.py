@@ -51,6 +51,7 @@ import numpy as np
 
 from toolchain.errors import NirDeployError, UnsupportedNodeError
 from toolchain.loihi.bits import NETX_BIAS_EXP
+from toolchain.program.interpreter import incoming
 from toolchain.loihi.fixed import FixedNetwork
 
 LAYER_TYPES = ("input", "dense", "dense_rec", "conv", "flatten")
@@ -179,9 +180,9 @@ def netx_layers(fx: FixedNetwork) -> List[Dict[str, object]]:
     # the graph's output must be the last layer's spikes
     last = neurons[-1] if neurons else None
     for o in prog.output_names:
-        preds = prog.preds(o) + prog.back_preds(o)
+        preds = [e.src for e in incoming(prog, o)]
         while len(preds) == 1 and prog.ops[preds[0]].type == "Flatten":  # a reshape changes no value
-            preds = prog.preds(preds[0]) + prog.back_preds(preds[0])
+            preds = [e.src for e in incoming(prog, preds[0])]
         if preds != [last]:
             bad = [p for p in preds if p != last] or preds
             raise UnsupportedNodeError(

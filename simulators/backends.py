@@ -15,6 +15,9 @@ import time
 from dataclasses import dataclass
 from typing import Dict, Tuple
 
+import numpy as np
+
+from simulators.result import check_result_memory
 from toolchain.errors import NirDeployError
 from toolchain.loihi.bits import PROFILES
 
@@ -95,6 +98,9 @@ def run(backend: str, program, inputs, record_v: bool = False, progress: bool = 
             raise NirDeployError(f"unknown fixed-point profile {profile!r}; choose one of {', '.join(PROFILES)}")
         if profile in b.profiles:
             kw["profile"] = profile
+    shape = np.shape(inputs)
+    if len(shape) >= 2:
+        check_result_memory(program, int(shape[0]), int(shape[1]), record_v, True, backend)
     res = b.load()(program, inputs, record_v=record_v, progress=progress, **kw)
     res.info.setdefault("seconds", time.perf_counter() - t0)
     return res

@@ -14,7 +14,7 @@ import torch
 
 from toolchain.program import Program
 from toolchain.program.interpreter import StepInterpreter
-from simulators.result import SimResult
+from simulators.result import SimResult, check_result_memory
 
 
 class _NeuronState:
@@ -80,7 +80,7 @@ def simulate(
                 f"but the graph's input is {want}"
             )
     n = x_all.shape[0]
-    _check_memory(program, n, x_all.shape[1], record_v, record_spikes)
+    check_result_memory(program, n, x_all.shape[1], record_v, record_spikes, "the reference")
     starts = range(0, n, batch_size)
     if progress and n > batch_size:
         from tqdm import tqdm
@@ -90,15 +90,6 @@ def simulate(
         _simulate_batch(program, x_all[s : s + batch_size], record_v, record_spikes) for s in starts
     ]
     return SimResult.concat(parts)
-
-
-def _check_memory(program: Program, n: int, T: int, record_v: bool, record_spikes: bool) -> None:
-    from toolchain.limits import check_allocation
-
-    per_step = sum(8.0 * float(np.prod(program.ops[o].in_shape)) for o in program.output_names)
-    for op in program.neurons():
-        per_step += (1.0 * op.ssm.n if (record_spikes and op.ssm.spiking) else 0.0) + (8.0 * op.ssm.n if record_v else 0.0)
-    check_allocation(2.0 * n * T * per_step, f"recording {n} samples x {T} steps on the reference")
 
 
 class _Reference(StepInterpreter):

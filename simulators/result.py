@@ -65,3 +65,18 @@ class SimResult:
             layer_sizes=dict(first.layer_sizes),
             info=dict(first.info),
         )
+
+
+def check_result_memory(program, n: int, T: int, record_v: bool = False, record_spikes: bool = True,
+                        backend: str = "a backend") -> None:  # fmt: skip
+    """Refuse a run whose recordings (outputs, spikes, potentials of ``n`` samples x ``T`` steps)
+    would not fit in memory (``toolchain/limits.py``), before the run allocates them."""
+    import numpy as np
+
+    from toolchain.limits import check_allocation
+
+    per_step = float(np.prod(program.input_shape)) * 8.0
+    per_step += sum(8.0 * float(np.prod(program.ops[o].in_shape)) for o in program.output_names)
+    for op in program.neurons():
+        per_step += (1.0 * op.ssm.n if (record_spikes and op.ssm.spiking) else 0.0) + (8.0 * op.ssm.n if record_v else 0.0)
+    check_allocation(2.0 * n * T * per_step, f"recording {n} samples x {T} steps on {backend}")

@@ -68,3 +68,22 @@ def test_max_memory_option(tmp_path, capsys, monkeypatch):
     rc = main(["--max-memory", "1M", "simulate", str(tmp_path / "m.nir"), "--data", "default", "-q"])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and "limit of 1 MiB" in err[0]  # the monkeypatch undoes the variable main() set
+
+
+def test_a_run_whose_recordings_would_not_fit_is_refused_on_every_backend(monkeypatch):
+    from simulators.backends import names, run
+    from toolchain.program import lower
+
+    g = make_graph(
+        {"input": nir.Input(input_type={"input": np.array([4])}), "fc": nir.Linear(weight=np.ones((1000, 4))),
+         "lif": nir.LIF(tau=np.full(1000, 0.01), r=np.ones(1000), v_leak=np.zeros(1000), v_threshold=np.ones(1000),
+                        v_reset=np.zeros(1000)),
+         "output": nir.Output(output_type={"output": np.array([1000])})},
+        [("input", "fc"), ("fc", "lif"), ("lif", "output")], Discretization(dt=1e-3).to_metadata(),
+    )  # fmt: skip
+    prog = lower(g, Discretization(dt=1e-3))
+    monkeypatch.setenv(ENV, "1M")
+    x = np.zeros((50, 100, 4))  # 50 x 100 x 1000 outputs in float64: 40 MB
+    for b in names():
+        with pytest.raises(NirDeployError, match=f"recording 50 samples x 100 steps on {b}"):
+            run(b, prog, x)
