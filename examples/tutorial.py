@@ -1,6 +1,10 @@
 """nirdeploy in one script: train a tiny norse SNN, export it in memory, retime it, run it on the
 reference and on Lava, deploy it for Loihi and write a report. Copy it and change the model.
 
+The model trains on the default task in 4 ms bins (25 steps per sample: fast) and is retimed
+zero-shot for a sensor that delivers 2 ms bins; the reference method (``tau``: keep the time
+constants, change dt) is run beside the integral method for comparison.
+
     python -m examples.tutorial                 # writes tutorial_out/
     python -m examples.tutorial --out DIR --seconds 10   # a shorter training budget
 
@@ -21,11 +25,11 @@ from toolchain import api
 from toolchain.analysis.records import write_json
 from toolchain.data import open_dataset
 
-DT = 1e-3  # the training timestep (s): norse cells carry it, the export records it
-TARGET_DT = 2e-3  # the edge sensor's bins: retime the trained model to them
+DT = 4e-3  # the training timestep (s): coarse bins train fast; norse cells carry it, the export records it
+TARGET_DT = 2e-3  # the edge sensor's finer bins: retime the trained model to them (rho = 1/2)
 
 
-def build_model(n_in=40, n_hidden=32, n_out=10, dt=DT):
+def build_model(n_in=40, n_hidden=64, n_out=10, dt=DT):
     """A per-step model: ``out, state = model(x_t, state)`` (the contract of docs/api.md)."""
     return nt.SequentialState(
         torch.nn.Linear(n_in, n_hidden, bias=False),
@@ -65,7 +69,7 @@ def train(model, seconds: float, seed: int = 0):
     with torch.no_grad():  # initial drive of a few input spikes per threshold
         model[0].weight.normal_(0, 2.0)
         model[2].weight.normal_(0, 4.0)
-    opt = torch.optim.Adam(model.parameters(), lr=2e-2)
+    opt = torch.optim.Adam(model.parameters(), lr=5e-3)
     t0 = time.perf_counter()
     while time.perf_counter() - t0 < seconds:
         idx = torch.randint(len(y), (128,))
@@ -84,7 +88,7 @@ def main(out: str = "tutorial_out", seconds: float = 60.0, lava_samples: int = 8
     # 1. export the in-memory model; the graph carries dt, scheme and readout in its metadata
     graph = api.export(model, input_shape=(40,), readout="sum", output=os.path.join(out, "model.nir"))
 
-    # 2. retime it zero-shot for 2 ms bins (rho = 2) with the integral method
+    # 2. retime it zero-shot for the sensor's 2 ms bins (rho = 1/2) with the integral method
     retimed = api.retime(graph, TARGET_DT, "integral", output=os.path.join(out, "model_2ms.nir"))
 
     # 3. lower both and bin the test data at each timestep (from the raw event times)
@@ -110,7 +114,7 @@ def main(out: str = "tutorial_out", seconds: float = 60.0, lava_samples: int = 8
     # 6. a report of the reference run (HTML and Markdown with plots)
     report = api.report(os.path.join(out, "run_reference.json"), os.path.join(out, "report.html"))
     summary = {
-        "accuracy_1ms": rec["accuracy"],
+        "accuracy_4ms_trained": rec["accuracy"],
         "accuracy_2ms_integral": rec2["accuracy"],
         "accuracy_2ms_tau": rec_tau["accuracy"],
         "spikes_per_sample": rec["total_spikes_per_sample"],

@@ -42,7 +42,7 @@ def test_tutorial_runs_end_to_end(tmp_path):
 
     s = tutorial.main(str(tmp_path), seconds=2.0, lava_samples=4, test_samples=40)
     assert s["lava_float_spike_agreement"] == 1.0  # Lava float reproduces the reference's spikes
-    assert 0.0 <= s["accuracy_1ms"] <= 1.0 and s["netx_layers"][0] == "input"
+    assert 0.0 <= s["accuracy_4ms_trained"] <= 1.0 and s["netx_layers"][0] == "input"
     meta = api.load(str(tmp_path / "model_2ms.nir")).metadata
     assert meta["dt"] == 2e-3 and meta["retime"]["method"] == "integral"
     with h5py.File(tmp_path / "model.net", "r") as f:  # what lava-dl netx reads
