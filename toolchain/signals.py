@@ -62,6 +62,9 @@ def raise_on_termination() -> Iterator[None]:
     def handler(signum, frame):
         if fired:
             return
+        if _swallowing(frame):  # raised here, the exception would be printed and ignored: retry soon
+            threading.Timer(0.05, os.kill, (os.getpid(), signum)).start()
+            return
         fired.append(signum)
         raise Terminated(signum)
 
@@ -74,6 +77,17 @@ def raise_on_termination() -> Iterator[None]:
     finally:
         for s, h in old.items():
             signal.signal(s, h)
+
+
+def _swallowing(frame) -> bool:
+    """True inside a weakref callback or a ``__del__``: Python prints and ignores exceptions raised
+    there (``Exception ignored in ...``), so a Terminated raised there would be lost."""
+    while frame is not None:
+        code = frame.f_code
+        if code.co_name == "__del__" or code.co_filename.endswith(("weakref.py", "_weakrefset.py")):
+            return True
+        frame = frame.f_back
+    return False
 
 
 _PR_SET_PDEATHSIG = 1
