@@ -105,32 +105,9 @@ def test_no_import_cycles():
     edges = {a: [b for b in t if b in mods] for a, t in imports(mods).items()}
     # a module importing its own package's __init__ is not a cycle of code (Python runs __init__ first)
     edges = {a: [b for b in bs if not a.startswith(b + ".")] for a, bs in edges.items()}
-    index, low, stack, on, cycles = {}, {}, [], set(), []
+    from simulators.emulator import _sccs  # the project's Tarjan (the emulator orders its layers with it)
 
-    def visit(v):  # Tarjan's strongly connected components
-        index[v] = low[v] = len(index)
-        stack.append(v)
-        on.add(v)
-        for w in edges[v]:
-            if w not in index:
-                visit(w)
-                low[v] = min(low[v], low[w])
-            elif w in on:
-                low[v] = min(low[v], index[w])
-        if low[v] == index[v]:
-            comp = []
-            while True:
-                w = stack.pop()
-                on.discard(w)
-                comp.append(w)
-                if w == v:
-                    break
-            if len(comp) > 1:
-                cycles.append(sorted(comp))
-
-    for v in edges:
-        if v not in index:
-            visit(v)
+    cycles = [sorted(c) for c in _sccs(list(edges), edges) if len(c) > 1]
     assert cycles == [], f"import cycles: {cycles}"
 
 

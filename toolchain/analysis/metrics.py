@@ -41,6 +41,7 @@ from toolchain.ir.nodes import linear_fns
 from toolchain.program import Program
 from toolchain.program.interpreter import (
     SequenceInterpreter,
+    add_all,
     apply_per_step,
     incoming,
     outgoing,
@@ -204,13 +205,6 @@ def _is_binary_rows(x: torch.Tensor) -> torch.Tensor:
     return ((flat == 0) | (flat == 1) | (flat == -1)).all(dim=-1)
 
 
-def _sum(parts):
-    acc = None
-    for p in parts:
-        acc = p if acc is None else acc + p
-    return acc
-
-
 class _Activity(SequenceInterpreter):
     """Recorded activity [b, T, *shape] pushed through the linear ops (the one interpreter).
 
@@ -238,7 +232,7 @@ class _Activity(SequenceInterpreter):
     def combine(self, op, parts):
         if any(p is None for p in parts):
             return None
-        return _sum([p[0] for p in parts]), _sum([p[1] for p in parts])
+        return add_all([p[0] for p in parts]), add_all([p[1] for p in parts])
 
     def run_node(self, op, x):
         if op.kind != "linear":
@@ -340,7 +334,7 @@ def activity_metrics(
         for op in program.neurons():
             name = op.name
             parts = walk.incoming_values(name)
-            inc = None if any(pr is None for pr in parts) else _sum([pr[1] for pr in parts])
+            inc = None if any(pr is None for pr in parts) else add_all([pr[1] for pr in parts])
             spk = result.spikes.get(name)
             fired = None
             if spk is not None:
@@ -469,7 +463,7 @@ def _constant_drive(program: Program) -> Dict[str, np.ndarray]:
     with torch.no_grad():
         for op in program.neurons():
             parts = [p for p in walk.incoming_values(op.name) if p is not None]
-            u = _sum([torch.zeros((1,) + tuple(op.in_shape), dtype=torch.float64)] + parts)
+            u = add_all([torch.zeros((1,) + tuple(op.in_shape), dtype=torch.float64)] + parts)
             d = (u.reshape(-1) != 0).numpy()
             c = np.asarray(op.ssm.c)
             if c.ndim == 2:

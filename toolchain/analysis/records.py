@@ -18,6 +18,7 @@ import numpy as np
 from toolchain import __version__
 from simulators.result import SimResult
 from toolchain.analysis.schema import CompareRecord, RunRecord
+from toolchain.errors import NirDeployError
 
 
 def layer_stats(result: SimResult) -> list:
@@ -95,15 +96,11 @@ def run_record(
         labels = np.asarray(labels)
         n_out = int(np.prod(result.output().shape[2:]))
         if labels.size and (labels.min() < 0 or labels.max() >= n_out):
-            from toolchain.errors import NirDeployError
-
             raise NirDeployError(
                 f"labels lie in [{int(labels.min())}, {int(labels.max())}] but the model has {n_out} outputs "
                 f"(classes 0..{n_out - 1}): the data do not belong to this model"
             )
         if labels.shape[0] != result.n_samples:
-            from toolchain.errors import NirDeployError
-
             raise NirDeployError(f"{labels.shape[0]} labels for {result.n_samples} samples")
         rec["labels"] = [int(x) for x in labels]
         rec["accuracy"] = float(np.mean(preds == labels))
@@ -157,8 +154,6 @@ def activity_sections(result: SimResult, program, inputs=None, energy_models=Non
         out["resources"] = _resources.compact(res)
         out["energy"] = _energy.energy_section(out["metrics"], out["resources"], energy_models)
     except Exception as e:  # pragma: no cover - reported, never silent
-        from toolchain.errors import NirDeployError
-
         if isinstance(e, NirDeployError):
             raise
         out["metrics_error"] = f"{type(e).__name__}: {e}"
@@ -228,8 +223,6 @@ def write_json(obj: Dict[str, Any], path: str) -> None:
 
 
 def read_json(path: str) -> Dict[str, Any]:
-    from toolchain.errors import NirDeployError
-
     try:
         with open(path) as f:
             return json.load(f)

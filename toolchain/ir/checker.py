@@ -19,7 +19,7 @@ import numpy as np
 
 from toolchain.errors import NirDeployError
 from toolchain.limits import check_allocation, human
-from toolchain.ir.metadata import CONVENTIONS, READOUTS, RESETS, SCHEMES, V_INITS, graph_metadata
+from toolchain.ir.metadata import READOUTS, Discretization, graph_metadata
 from toolchain.ir.nodes import node_type
 
 #: parameters that hold numbers, per NIR node (weights, biases, neuron constants, geometry)
@@ -30,15 +30,16 @@ FINITE = ("weight", "bias", "tau", "tau_syn", "tau_mem", "r", "v_leak", "v_thres
 
 
 def known_types() -> set:
-    """NIR node type names nir itself reads (from its ``read_node``)."""
-    import inspect
+    """NIR node type names: nir's own node classes (``nir.NIRNode`` subclasses defined by nir)."""
+    import nir
 
-    import nir.serialization as ser
-
-    src = inspect.getsource(ser.read_node)
-    import re
-
-    return set(re.findall(r'node\["type"\]\[\(\)\] == b"(\w+)"', src)) | {"NIRGraph"}
+    out, todo = set(), [nir.NIRNode]
+    while todo:
+        for sub in todo.pop().__subclasses__():
+            todo.append(sub)
+            if sub.__module__.split(".")[0] == "nir":
+                out.add(sub.__name__)
+    return out
 
 
 def check_file(f, path: str) -> None:
@@ -129,22 +130,9 @@ def check_graph(graph) -> None:
 def check_metadata(meta: Mapping[str, Any], nodes=None) -> None:
     """The discretization metadata nirdeploy reads, type by type."""
     if "dt" in meta:
-        dt = meta["dt"]
-        if isinstance(dt, bool) or not isinstance(dt, (int, float, np.integer, np.floating)):
-            raise NirDeployError(f"metadata dt must be a number of seconds, got {dt!r}")
-        if not np.isfinite(dt) or dt <= 0:
-            raise NirDeployError(f"metadata dt must be a positive number of seconds, got {dt!r}")
-    for key, choices in (("scheme", SCHEMES), ("input_convention", CONVENTIONS), ("reset", RESETS),
-                         ("v_init", V_INITS), ("readout", READOUTS)):  # fmt: skip
-        if key in meta and meta[key] not in choices:
-            raise NirDeployError(f"metadata {key} is {meta[key]!r}; nirdeploy knows {', '.join(choices)}")
-    conv = meta.get("node_conventions")
-    if conv is not None:
-        if not isinstance(conv, Mapping) or not all(isinstance(v, Mapping) for v in conv.values()):
-            raise NirDeployError("metadata node_conventions must map node names to {input_convention, v_init}")
-        for n, c in conv.items():
-            if c.get("input_convention", "current") not in CONVENTIONS or c.get("v_init", "zero") not in V_INITS:
-                raise NirDeployError(f"metadata node_conventions of {n!r} is {dict(c)!r}")
+        Discretization.from_metadata(meta)  # dt, scheme, conventions, reset, v_init and node_conventions
+    if "readout" in meta and meta["readout"] not in READOUTS:
+        raise NirDeployError(f"metadata readout is {meta['readout']!r}; nirdeploy knows {', '.join(READOUTS)}")
     ssm = meta.get("ssm")
     if ssm is not None:
         if not isinstance(ssm, Mapping):

@@ -111,14 +111,21 @@ class Discretization:
 
     @classmethod
     def from_metadata(cls, meta: Mapping[str, Any]) -> "Discretization":
+        """The discretization a graph's metadata records; a one-line error for wrong-typed values."""
         meta = _py(dict(meta))
+        dt = meta["dt"]
+        if isinstance(dt, bool) or not isinstance(dt, (int, float)):
+            raise NirDeployError(f"metadata dt must be a number of seconds, got {dt!r}")
+        conv = meta.get("node_conventions") or {}
+        if not isinstance(conv, Mapping) or not all(isinstance(v, Mapping) for v in conv.values()):
+            raise NirDeployError("metadata node_conventions must map node names to {input_convention, v_init}")
         return cls(
-            dt=float(meta["dt"]),
+            dt=float(dt),
             scheme=str(meta.get("scheme", "exact")),
             input_convention=str(meta.get("input_convention", "current")),
             reset=str(meta.get("reset", "value")),
             v_init=str(meta.get("v_init", "zero")),
-            node_conventions={k: dict(v) for k, v in (meta.get("node_conventions") or {}).items()},
+            node_conventions={k: dict(v) for k, v in conv.items()},
         )
 
 

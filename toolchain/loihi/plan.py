@@ -59,7 +59,7 @@ import torch
 from toolchain.dynamics.cuba import CubaForm, cuba_form, split_groups
 from toolchain.errors import NirDeployError, UnsupportedNodeError
 from toolchain.program import Program
-from toolchain.program.interpreter import Edge, SequenceInterpreter, incoming, sources_through_linear
+from toolchain.program.interpreter import Edge, SequenceInterpreter, add_all, incoming, sources_through_linear
 
 #: drive added to a back-edge source during the gated steps (finite: reset multiplies by 0)
 GATE_DRIVE = -1e30
@@ -208,11 +208,7 @@ class _Transfer(SequenceInterpreter):
 
 
 def _sum_known(terms):
-    acc = None
-    for t in terms:
-        if t is not None:
-            acc = t if acc is None else acc + t
-    return acc
+    return add_all(t for t in terms if t is not None)
 
 
 class _Bias(SequenceInterpreter):

@@ -77,7 +77,8 @@ def sources_through_linear(program, name: str) -> Dict[Tuple[str, int], List[Tup
     return out
 
 
-def _sum(parts: Iterable[Any]):
+def add_all(parts: Iterable[Any]):
+    """The sum of ``parts`` in their order (None for none), the one summation order of the walks."""
     acc = None
     for p in parts:
         acc = p if acc is None else acc + p
@@ -108,7 +109,7 @@ class Interpreter:
         """The value entering ``op``: the sum of its incoming values (None if any is unknown)."""
         if any(p is None for p in parts):
             return None
-        return _sum(parts)
+        return add_all(parts)
 
     def delay(self, value, lag: int):
         """``value`` as it arrives ``lag`` steps late."""
