@@ -19,7 +19,8 @@ integer types Lava computes in:
 
 Time: the result lines up step for step with the reference (``simulators/reference.py``), like
 the Lava backends: every Dense/Conv hop's one-step latency is compensated by the layer depths of
-the Lava plan, relays are exact identity delays (and therefore skipped here), a back edge delivers
+the Lava plan, relays are exact identity delays (and therefore skipped here), a bias unit is a
+source that spikes at every step (from step j of a sample for a unit of lag j), a back edge delivers
 its source's value of the previous step and every sample starts from zero state (the windows,
 resets and gates of the Lava run). A connection therefore delivers its source's value of
 reference step ``k - j`` at step ``k`` (``FixedNetwork.lag``).
@@ -455,8 +456,10 @@ class Schedule:
         order = [k for k, g in fx.groups.items() if g.role == "neuron"]
         pos = {k: i for i, k in enumerate(order)}
         order.sort(key=lambda k: (fx.groups[k].depth, pos[k]))
+        #: bias units: always-on sources (one spike every step of a sample; their lag delays the start)
+        self.bias_units = [k for k, g in fx.groups.items() if g.role == "bias"]
         #: per group: process positions in NIR order (the emulator's neuron order)
-        self.order = {k: np.argsort(fx.groups[k].idx, kind="stable") for k in order}
+        self.order = {k: np.argsort(fx.groups[k].idx, kind="stable") for k in order + self.bias_units}
         self.into: Dict[str, List[_Conn]] = {k: [] for k in order}
         for c in fx.conns:
             if c.dst in self.into:
@@ -464,7 +467,7 @@ class Schedule:
         succ: Dict[str, List[str]] = {k: [] for k in order}
         for k, cs in self.into.items():
             for c in cs:
-                if not c.is_input:
+                if not c.is_input and c.src in succ:
                     succ[c.src].append(k)
         self.sccs = _sccs(order, succ)
         rank = {k: i for i, k in enumerate(order)}
@@ -533,6 +536,9 @@ def emulate(
         vals: Dict[str, np.ndarray] = {}
         vals["@input"] = xb
         vmax = {"@input": float(np.abs(xb).max(initial=0))}
+        for bk in sched.bias_units:
+            vals[bk] = np.ones((B, T, fx.groups[bk].n), dtype=np.uint8)
+            vmax[bk] = 1.0
         for comp in sched.sccs:
             if use_numba and len(comp) == 1 and _fusable(sched, comp[0]):
                 k0 = comp[0]

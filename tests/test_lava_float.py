@@ -448,5 +448,8 @@ def test_cuba_refusals_name_the_node():
     with pytest.raises(UnsupportedNodeError, match="'layer7'.*CUBA tie"):
         cuba_form(ssm, "layer7", project=False)
     assert cuba_form(ssm, "layer7").error > 0  # projected by default
-    info = _refusal(_cubalif(rng, n), EULER_IMPULSE, n, input_bias=np.full(n, 0.1))
-    assert "synaptic current" in str(info.value)
+    # a bias into a remembered current is no longer refused: it goes to Lava's u through a bias unit
+    ssm = _single(_cubalif(rng, n), EULER_IMPULSE, n)
+    form = cuba_form(ssm, "layer7", input_bias=np.full(n, 0.1))
+    assert form.u_bias is not None and np.all(form.u_bias != 0)
+    _check_equivalent(ssm, input_bias=np.full(n, 0.1))

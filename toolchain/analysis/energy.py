@@ -128,13 +128,15 @@ def layer_events(layer: dict) -> Dict[str, float]:
     upd = float(layer["neuron_updates"])
     act = layer.get("active_updates")
     act = upd if act is None else float(act)
+    bu = layer.get("bias_unit") or {}  # Loihi's bias units: one spike per step each, one synop per weight
+    sd += float(bu.get("synops_per_sample", 0.0))
     return {
         "synop_dense": sd,
         "synop_conv": sc,
         "neuron_update": upd,
         "neuron_update_active": act,
         "neuron_update_inactive": upd - act,
-        "spike": float(layer["spikes_per_sample"]) if layer.get("spiking") else 0.0,
+        "spike": (float(layer["spikes_per_sample"]) if layer.get("spiking") else 0.0) + float(bu.get("spikes_per_sample", 0.0)),
         "message": float(layer.get("messages_per_sample") or 0.0),
         "_complete": ok_d and ok_c and layer.get("active_updates") is not None,
     }

@@ -41,6 +41,7 @@ from toolchain.ir.nodes import linear_fns
 from toolchain.program import Program
 from toolchain.program.interpreter import (
     SequenceInterpreter,
+    ConstantValues,
     add_all,
     apply_per_step,
     incoming,
@@ -225,7 +226,7 @@ class _Activity(SequenceInterpreter):
     def lag(self, edge, dst):
         return _edge_shift(self.program, self.delayed, edge.src, dst)
 
-    def delay(self, value, lag):
+    def delay(self, value, lag, src=None):
         v, b = value
         return shift_steps(v, lag), shift_steps(b, lag)
 
@@ -363,6 +364,9 @@ def activity_metrics(
         row["binary_input_fraction"] = e["binary_steps"] / (S * T) if e["known"] else None
         conns.append(row)
 
+    from toolchain.loihi.plan import bias_unit_needs
+
+    needs = bias_unit_needs(program)
     layers = []
     tot_spikes = tot_slots = 0.0
     for op in program.neurons():
@@ -392,6 +396,15 @@ def activity_metrics(
             "synops_by_kind": by_kind,
             "connections": [c["name"] for c in mine],
         }
+        if name in needs:  # Loihi only: always-on units deliver a constant into the current
+            u = needs[name]
+            row["bias_unit"] = {
+                "units": u["units"],
+                "lags": u["lags"],
+                "synapses": u["synapses"],
+                "spikes_per_sample": float(u["units"] * T),
+                "synops_per_sample": float(u["synapses"] * T),
+            }
         if spiking:
             tot_spikes += spikes
             tot_slots += n * T * S
@@ -446,19 +459,9 @@ def _sum_synops(conns) -> Dict[str, Optional[float]]:
     }
 
 
-class _Constant(SequenceInterpreter):
-    """The constant part of every node's value: linear ops with their biases on zero leaves."""
-
-    def leaf(self, op):
-        return torch.zeros((1,) + tuple(op.out_shape), dtype=torch.float64)
-
-    def delay(self, value, lag):  # a constant arrives unchanged through a back edge
-        return value
-
-
 def _constant_drive(program: Program) -> Dict[str, np.ndarray]:
     """Neurons that receive a constant input (affine bias upstream) or have a nonzero leak drive."""
-    walk = _Constant(program)
+    walk = ConstantValues(program)
     out: Dict[str, np.ndarray] = {}
     with torch.no_grad():
         for op in program.neurons():

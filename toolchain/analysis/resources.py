@@ -86,6 +86,9 @@ def chip_resources(program: Program, chip: Optional[Dict[str, object]] = None) -
 
         sources[k] = upstream_sources(program, k)
 
+    from toolchain.loihi.plan import bias_unit_needs
+
+    needs = bias_unit_needs(program)  # bias units: their weights are dense synapses of the layer they feed
     layers = []
     cores_of: Dict[str, int] = {}
     for op in program.neurons():
@@ -106,6 +109,8 @@ def chip_resources(program: Program, chip: Optional[Dict[str, object]] = None) -
             if fi.size == n:
                 fanin += fi
             n_src += int(np.prod(ops[k].in_shape))
+        bu = needs.get(name, {})
+        dense_syn += float(bu.get("synapses", 0))
         cores = max(math.ceil(n / npc), math.ceil(dense_syn / spc) if dense_syn else 0, 1)
         per_core = math.ceil(n / cores)
         # distinct presynaptic neurons one core needs: all sources of a dense projection; for a
@@ -132,7 +137,9 @@ def chip_resources(program: Program, chip: Optional[Dict[str, object]] = None) -
                 "presynaptic_neurons": n_src,
                 "cores": cores,
                 "neurons_per_core": per_core,
-                "axons_in_per_core": axons_in,
+                "axons_in_per_core": axons_in + int(bu.get("units", 0)),
+                "bias_units": int(bu.get("units", 0)),
+                "bias_unit_synapses_in": int(bu.get("synapses", 0)),
                 "fan_out_max": 0.0,
                 "fan_out_mean": 0.0,
                 "target_cores_per_spike_mean": 0.0,
@@ -191,10 +198,11 @@ def chip_resources(program: Program, chip: Optional[Dict[str, object]] = None) -
             if not k.endswith("_source") and not k.endswith("_status") and k != "name"
         },
         "limit_sources": {k: v for k, v in chip.items() if k.endswith("_source") or k.endswith("_status")},
-        "mapping": "one layer per core group, contiguous neuron blocks; input layers off-core",
+        "mapping": "one layer per core group, contiguous neuron blocks; input layers off-core; bias units count as neurons and their weights as dense synapses of the layer they feed",
         "layers": layers,
         "totals": {
-            "neurons": int(sum(l["neurons"] for l in layers)),
+            "neurons": int(sum(l["neurons"] + l["bias_units"] for l in layers)),
+            "bias_units": int(sum(l["bias_units"] for l in layers)),
             "synapses": float(sum(l["synapses_in"] for l in layers)),
             "stored_weights": float(sum(l["stored_weights_in"] for l in layers)),
             "cores": total_cores,

@@ -26,9 +26,17 @@ Lava's current is a scaled copy of ``i``: ``U = gamma i``, ``V = beta v``. Match
 euler scheme (norse's LIFCell: ``A = [[a_s, 0], [g a_s, a_m]]``, ``B = [1, g]`` up to dt) and
 fails for the exact scheme (the input then reaches ``v`` within the step with a gain that is
 not the current's). ``beta`` is a common factor of every (gamma, beta) solution, so thresholds
-never need to move: ``beta = 1`` whenever an exact mapping exists. Lava has no bias into ``u``:
-a constant current ``c1 + b1 b_in`` is expressible only when ``gamma = 0``; when ``a11 = 0``
-the current is memoryless (``du = 1``) and exact iff the ``i[k-1]`` term vanishes.
+never need to move: ``beta = 1`` whenever an exact mapping exists. When ``a11 = 0`` the current
+is memoryless (``du = 1``) and exact iff the ``i[k-1]`` term vanishes.
+
+Constants. Lava's LIF has a bias only on ``v``. A constant drive of a remembered current
+(``c1 + b1 b_in``: the bias of a Linear or a folded BatchNorm in front of a CubaLIF) enters Lava's
+current as ``U += u_bias = gamma (c1 + b1 b_in)`` every step; ``u_bias`` is delivered by a *bias
+unit* (``toolchain/loihi/plan.py``: an always-on neuron whose outgoing weights are ``u_bias``).
+Then ``V[k] = a22 V[k-1] + U[k] + bias`` receives ``gamma c1`` through ``U[k]`` within the same
+step, whereas the model's ``v[k]`` receives the current's own constant ``c1_own = c[0]`` only
+through ``i[k-1]``; so ``bias = c2_own - gamma c1_own`` (``c2_own = c[1]``) makes every term
+equal. One-state neurons and memoryless currents keep the constant on the voltage bias.
 
 ``v_reset != 0`` (and, for non-spiking layers, a nonzero initial ``v``) is expressed by shifting
 ``v' = v - v_off``: ``bias' = bias - (1 - a22) v_off``, ``vth' = vth - v_off``; Lava's reset to 0
@@ -36,9 +44,10 @@ is then a reset to ``v_off``. One Lava process has one ``vth``: :func:`split_gro
 group per distinct ``(du, dv)`` and folds per-neuron thresholds into the input scale and bias.
 
 Refused (:class:`UnsupportedNodeError`, naming the node): reset by subtraction, an initial
-``v`` other than ``v_reset`` on a spiking layer, a constant bias into a remembered current, and
-two-state matrices that break the CUBA tie. A later least-squares projection will replace the
-last refusal; :class:`CubaForm` already carries its ``error`` (0.0 for exact mappings).
+``v`` other than ``v_reset`` on a spiking layer, a nonzero initial synaptic current, and a
+constant into a memoryless current that reaches ``v`` a step later. Two-state matrices that
+break the CUBA tie are projected (:func:`project_cuba`; :class:`CubaForm` carries the ``error``,
+0.0 for exact mappings).
 """
 
 from __future__ import annotations
@@ -69,6 +78,7 @@ class CubaForm:
     v_offset: np.ndarray  # [N] v_nir = v_lava / v_scale + v_offset
     v_scale: np.ndarray  # [N] beta
     u_scale: np.ndarray  # [N] gamma: u_lava = gamma i (two-state); 0 for one-state neurons
+    u_bias: Optional[np.ndarray] = None  # [N] constant added to Lava's u every step (a bias unit); None: none
     exact: bool = True
     error: float = 0.0  # relative error of the projection onto the CUBA form (0.0 when exact)
     notes: List[str] = field(default_factory=list)
@@ -94,6 +104,7 @@ class CubaGroup:
     bias: np.ndarray  # [n]
     v_scale: np.ndarray  # [n] v_nir = v_lava / v_scale + v_offset
     v_offset: np.ndarray  # [n]
+    u_bias: Optional[np.ndarray] = None  # [n] constant into u every step (a bias unit), scale folded in
 
     @property
     def n(self) -> int:
@@ -208,6 +219,7 @@ def cuba_form(
         )
 
     proj_error = 0.0
+    u_bias = None
     if ssm.n_states == 1:
         a = A[:, 0, 0]
         du = np.ones(n)
@@ -241,24 +253,29 @@ def cuba_form(
                 f"neuron needs a21*b1/a11={a21[k] * b1[k] / a11[k] if a11[k] else 0.0:.6g} (the CUBA tie a21*b1 == "
                 f"a11*b2 fails, e.g. for the exact scheme or a retimed CubaLIF); use the euler scheme"
             )
-        # the i[k-1] term of v must come from Lava's current: i's constant drive and initial
-        # value reach v only where the current is remembered and Lava has no current bias
-        pass_c1 = np.where(leaky, gamma * c1 == 0, a21 * c1 == 0)
+        # a memoryless current (a11 = 0) reaches v one step later through a21 i[k-1]: a constant
+        # or an initial value there has no Lava counterpart
+        pass_c1 = np.where(leaky, True, a21 * c1 == 0)
         if not np.all(pass_c1):
             k = _first_bad(pass_c1)
             raise UnsupportedNodeError(
-                f"{what}: a constant input of {c1[k]:.6g} into its synaptic current (e.g. the bias of the layer "
-                f"in front) cannot be expressed: Lava's LIF has a bias only on the voltage; remove the bias or use "
-                f"a one-state neuron"
+                f"{what}: its synaptic current has no memory (a11 = 0) but a constant input of {c1[k]:.6g} that "
+                f"reaches the voltage one step later, which Lava's LIF cannot delay; re-export the layer with a "
+                f"nonzero synaptic time constant or without the bias in front"
             )
         pass_i0 = np.where(leaky, gamma * i0 == 0, a21 * i0 == 0)
         if not np.all(pass_i0):
-            raise UnsupportedNodeError(f"{what}: a nonzero initial synaptic current cannot be expressed in Lava's LIF")
+            raise UnsupportedNodeError(
+                f"{what}: it starts with a nonzero synaptic current, but Lava's LIF starts every sample at u = 0; "
+                f"set the initial current to zero (nir CubaLIF: no initial state)"
+            )
         du = 1.0 - a11
         dv = 1.0 - a22
         scale = b2.copy()
-        bias = c2
         u_scale = np.where(leaky, gamma, 0.0)
+        # constants: into a remembered current through a bias unit (see the module docstring)
+        bias = np.where(leaky, c[:, 1] - gamma * c[:, 0], c2)
+        ub = np.where(leaky, gamma * c1, 0.0)
         proj_error = 0.0
         if projected is not None:
             p_du, p_scale, p_err = projected
@@ -267,6 +284,12 @@ def cuba_form(
             a_p = 1.0 - du
             u_scale = np.where(tie, u_scale, np.where(a_p != 0, 1.0, 0.0))
             proj_error = float(np.max(np.where(tie, 0.0, p_err)))
+            # the projection approximates the response to the input u, so a constant in u goes
+            # through the same path (scaled like the input); the neuron's own constants stay on v
+            ub = np.where(tie, ub, np.where(a_p != 0, p_scale * b_in, 0.0))
+            bias = np.where(tie, bias, np.where(a_p != 0, c[:, 1], c[:, 1] + p_scale * b_in))
+        if np.any(ub != 0):
+            u_bias = ub
     else:  # pragma: no cover - no neuron type has more states
         raise UnsupportedNodeError(f"{what}: {ssm.n_states}-state neurons have no CUBA form")
 
@@ -296,6 +319,7 @@ def cuba_form(
         v_offset=v_off,
         v_scale=np.ones(n),
         u_scale=np.asarray(u_scale, dtype=np.float64),
+        u_bias=None if u_bias is None else np.asarray(u_bias, dtype=np.float64),
         exact=proj_error == 0.0,
         error=proj_error,
         notes=[] if proj_error == 0.0 else [
@@ -348,6 +372,7 @@ def _group(form: CubaForm, idx, du, dv, vth, lam) -> CubaGroup:
         bias=form.bias[idx] * lam,
         v_scale=form.v_scale[idx] * lam,
         v_offset=form.v_offset[idx].copy(),
+        u_bias=None if form.u_bias is None else form.u_bias[idx] * lam,
     )
 
 
@@ -365,8 +390,9 @@ def simulate_cuba(groups: List[CubaGroup], n: int, u: np.ndarray) -> Tuple[np.nd
     for g in groups:
         U = np.zeros(g.n)
         V = np.zeros(g.n)
+        ub = 0.0 if g.u_bias is None else g.u_bias
         for k in range(T):
-            U = U * (1 - g.du) + g.scale * u[k, g.idx]
+            U = U * (1 - g.du) + g.scale * u[k, g.idx] + ub
             V = V * (1 - g.dv) + U + g.bias
             z = V > g.vth
             V = np.where(z, 0.0, V)

@@ -8,6 +8,11 @@ NIR stores continuous-time parameters and no timestep. A graph written by nirdep
     input_convention          "current" (a count is a current held for the bin) or
                               "impulse" (a count is a Dirac impulse: B = Bc)
     reset                     "value" (v <- v_reset, NIR's rule) or "subtract" (v <- v - v_th)
+    recurrent_step0           what a recurrent (back) edge delivers at a sample's first step:
+                              "bias" (the literal reading of the graph, the default: the linear
+                              ops on the edge see zero spikes and output their bias, as snnTorch's
+                              RLeaky / RSynaptic compute) or "none" (nothing arrives; nirdeploy's
+                              reading before this key existed)
     v_init                    initial membrane potential: "zero", "v_leak" or "v_reset"
     node_conventions          per-node overrides of input_convention / v_init
     source_framework(_version) who trained it
@@ -31,6 +36,7 @@ CONVENTIONS = ("current", "impulse")
 RESETS = ("value", "subtract")
 V_INITS = ("zero", "v_leak", "v_reset")
 READOUTS = ("sum", "max", "mean", "last")
+RECURRENT_STEP0 = ("bias", "none")
 
 NEURON_TYPES = ("LI", "LIF", "CubaLI", "CubaLIF", "IF", "I")
 
@@ -67,6 +73,7 @@ class Discretization:
     reset: str = "value"
     v_init: str = "zero"
     node_conventions: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    recurrent_step0: str = "bias"
 
     def __post_init__(self):
         if not np.isfinite(self.dt) or self.dt <= 0:
@@ -75,6 +82,7 @@ class Discretization:
         _check_choice("input convention", self.input_convention, CONVENTIONS)
         _check_choice("reset", self.reset, RESETS)
         _check_choice("v_init", self.v_init, V_INITS)
+        _check_choice("recurrent_step0", self.recurrent_step0, RECURRENT_STEP0)
         for node, conv in self.node_conventions.items():
             if "input_convention" in conv:
                 _check_choice(f"input convention of node {node!r}", conv["input_convention"], CONVENTIONS)
@@ -95,6 +103,7 @@ class Discretization:
             reset=self.reset,
             v_init=self.v_init,
             node_conventions=copy.deepcopy(dict(self.node_conventions)),
+            recurrent_step0=self.recurrent_step0,
         )
         d.update(kw)
         return Discretization(**d)
@@ -107,6 +116,7 @@ class Discretization:
             "reset": self.reset,
             "v_init": self.v_init,
             "node_conventions": {k: dict(v) for k, v in self.node_conventions.items()},
+            "recurrent_step0": self.recurrent_step0,
         }
 
     @classmethod
@@ -126,6 +136,7 @@ class Discretization:
             reset=str(meta.get("reset", "value")),
             v_init=str(meta.get("v_init", "zero")),
             node_conventions={k: dict(v) for k, v in conv.items()},
+            recurrent_step0=str(meta.get("recurrent_step0", "bias")),
         )
 
 
@@ -140,6 +151,7 @@ def discretization_of(
     scheme: Optional[str] = None,
     input_convention: Optional[str] = None,
     reset: Optional[str] = None,
+    recurrent_step0: Optional[str] = None,
 ) -> Discretization:
     """The discretization to simulate ``graph`` with.
 
@@ -166,6 +178,8 @@ def discretization_of(
         }
     if reset is not None:
         kw["reset"] = reset
+    if recurrent_step0 is not None:
+        kw["recurrent_step0"] = recurrent_step0
     return base.replace(**kw) if kw else base
 
 

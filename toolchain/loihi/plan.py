@@ -32,6 +32,15 @@ negative input during the last ``j`` steps of each window (``j``: the number of 
 the path; the padding ``P`` = max j keeps those steps out of the reported ones), and the reset
 at the next window start clears the gate's effect.
 
+Constant inputs (the bias of a Linear or a folded BatchNorm in front of a layer) go onto Lava's
+voltage bias where the CUBA form allows it (``toolchain/dynamics/cuba.py``). A constant into a
+remembered synaptic current, and a constant that arrives only from step j > 0 of a sample (a
+biased recurrent edge read with ``recurrent_step0 = "none"``), is delivered by a *bias unit*: an
+always-on LIF (du = dv = 1, bias 1 > vth 0.5: one spike every step, no state) at depth
+``d - 1 + j`` whose Dense weights into the layer are the constants (:func:`constant_inputs`);
+lag-j units are gated in the last j steps of their window, so that the constant starts j steps
+into each sample. Units are shared per (depth, lag); ``LavaPlan.bias_units`` lists what they feed.
+
 Linear ops after the last neuron layer (e.g. an Affine feeding the Output) run on the host
 on the recorded spikes or membrane potentials.
 
@@ -73,8 +82,8 @@ class PlanGroup:
     """One Lava LIF process."""
 
     key: str
-    node: str  # the NIR neuron node (for relays: the node whose spikes they repeat)
-    role: str  # "neuron" | "relay"
+    node: str  # the NIR neuron node (relays: the node whose spikes they repeat; bias units: the first they feed)
+    role: str  # "neuron" | "relay" | "bias" (an always-on unit whose outgoing weights are constant inputs)
     idx: np.ndarray  # NIR flat indices of the node, in the process's order
     du: float
     dv: float
@@ -89,6 +98,7 @@ class PlanGroup:
     record_v: bool = False
     relay_of: Optional[str] = None  # relays: the group whose spikes they repeat ...
     relay_steps: int = 0  # ... this many steps later
+    u_bias: Optional[np.ndarray] = None  # neuron groups: constant into u every step (a bias unit delivers it)
 
     @property
     def n(self) -> int:
@@ -155,9 +165,21 @@ class LavaPlan:
             "lava_processes": self.n_processes(),
             "lif_processes": len(self.groups),
             "relays": sum(g.role == "relay" for g in self.groups.values()),
+            "bias_units": self.bias_units(),
             "conns": {c.key: c.kind for c in self.conns},
             "cuba_error": {k: f.error for k, f in self.forms.items()},
         }
+
+    def bias_units(self) -> Dict[str, Dict[str, int]]:
+        """Per bias unit: the neuron nodes it feeds and the synapses (nonzero weights) into each."""
+        out: Dict[str, Dict[str, int]] = {}
+        for c in self.conns:
+            g = self.groups.get(c.src)
+            if g is not None and g.role == "bias":
+                node = self.groups[c.dst].node
+                out.setdefault(c.src, {})
+                out[c.src][node] = out[c.src].get(node, 0) + int(np.count_nonzero(c.weights))
+        return out
 
     def n_processes(self, record_v: bool = False) -> int:
         n = len(self.groups) + len(self.inputs) + len(self.conns)
@@ -211,27 +233,6 @@ def _sum_known(terms):
     return add_all(t for t in terms if t is not None)
 
 
-class _Bias(SequenceInterpreter):
-    """The constant part of a node's input: linear ops with their biases on zero leaves; back
-    edges deliver (``deliver_back``: the steady state) or not (the first step of a sample)."""
-
-    def __init__(self, program, deliver_back: bool):
-        super().__init__(program)
-        self.deliver_back = deliver_back
-
-    def leaf(self, op):
-        return torch.zeros((1,) + tuple(op.out_shape), dtype=torch.float64)
-
-    def delay(self, value, lag):
-        return value if self.deliver_back else torch.zeros_like(value)
-
-    def combine(self, op, parts):
-        return _sum_known(parts + [torch.zeros((1,) + tuple(op.in_shape), dtype=torch.float64)])
-
-    def gather(self, node: str):
-        return self.combine(self.ops[node], self.incoming_values(node))
-
-
 def _matrix(program: Program, target: str, S: str, j: int) -> np.ndarray:
     """M [n_target, n_S] (flat NIR order): the part of u_target driven by x_S[k - j]."""
     ops = program.ops
@@ -249,16 +250,79 @@ def _matrix(program: Program, target: str, S: str, j: int) -> np.ndarray:
     return y.reshape(n_s, n_t).T.numpy().copy()
 
 
-def _input_bias(program: Program, target: str, recurrent: bool) -> np.ndarray:
-    """The constant part of u_target (biases of the linear ops in front), flat NIR order."""
+def constant_inputs(program: Program, target: str) -> Dict[int, np.ndarray]:
+    """``{j: b_j}``: the constant part of neuron ``target``'s input u (biases of the linear ops in
+    front, flat NIR order) is ``sum of b_j over j <= k`` at step k of a sample.
+
+    Everything arrives from step 0 (``j = 0``) except what crosses a back edge under the
+    ``recurrent_step0 == "none"`` reading, which arrives one step later per back edge; under the
+    default ``"bias"`` reading (``toolchain/program/interpreter.py``: step0_values) a back edge
+    delivers a constant from the first step on. Exact: each part is computed once, nothing is
+    subtracted.
+    """
+    delayed = getattr(program.disc, "recurrent_step0", "bias") == "none"
+    ops = program.ops
+    memo: Dict[str, Dict[int, torch.Tensor]] = {}
+
+    def add(acc, j, v):
+        acc[j] = v if j not in acc else acc[j] + v
+
+    def parts_into(node) -> Dict[int, torch.Tensor]:
+        acc: Dict[int, torch.Tensor] = {}
+        for e in incoming(program, node):
+            for j, v in const_of(e.src).items():
+                add(acc, j + (e.lag if delayed else 0), v)
+        return acc
+
+    def const_of(node) -> Dict[int, torch.Tensor]:
+        if node in memo:
+            return memo[node]
+        memo[node] = {}  # a cycle without a neuron is refused by lowering
+        op = ops[node]
+        if op.kind != "linear":
+            return memo[node]
+        out: Dict[int, torch.Tensor] = {}
+        zero = torch.zeros((1,) + tuple(op.in_shape), dtype=torch.float64)
+        own = op.fn(zero)  # the op's own bias (every linear op is W x + b)
+        if bool(torch.any(own != 0)):
+            out[0] = own
+        for j, v in parts_into(node).items():
+            add(out, j, op.fn_nobias(v))
+        memo[node] = out
+        return out
+
+    n = int(np.prod(ops[target].in_shape))
     with torch.no_grad():
-        b0 = _Bias(program, False).gather(target).reshape(-1).numpy().copy()
-        if recurrent and not np.array_equal(b0, _Bias(program, True).gather(target).reshape(-1).numpy()):
-            raise UnsupportedNodeError(
-                f"node {target!r}: a recurrent edge into it carries a bias, which is absent at the first step "
-                f"of a sample and present afterwards; Lava's constant bias cannot express that"
-            )
-    return b0
+        got = parts_into(target)
+        out = {j: v.reshape(-1).numpy().astype(np.float64).copy() for j, v in got.items()}
+    out = {j: b for j, b in out.items() if np.any(b != 0)}
+    out.setdefault(0, np.zeros(n))
+    return out
+
+
+def bias_unit_needs(program: Program) -> Dict[str, Dict[str, object]]:
+    """Per neuron node that Loihi feeds through bias units (see the module docstring): ``units``
+    (one per lag; :func:`plan_network` shares units between layers of equal depth), ``lags`` and
+    ``synapses`` (nonzero unit weights into the node). For resources and energy; nodes Lava
+    cannot run are left out."""
+    out: Dict[str, Dict[str, object]] = {}
+    for op in program.neurons():
+        consts = constant_inputs(program, op.name)
+        b0 = consts.pop(0)
+        try:
+            form = cuba_form(op.ssm, op.name, input_bias=b0)
+        except NirDeployError:
+            continue
+        nz: Dict[int, np.ndarray] = {}
+        if form.u_bias is not None and np.any(form.u_bias != 0):
+            nz[0] = form.u_bias != 0
+        for j, b in consts.items():
+            m = (b * form.scale) != 0
+            if m.any():
+                nz[j] = nz[j] | m if j in nz else m
+        if nz:
+            out[op.name] = {"units": len(nz), "lags": sorted(nz), "synapses": int(sum(int(m.sum()) for m in nz.values()))}
+    return out
 
 
 def _conv_params(op, in_shape3, out_shape3) -> Optional[Dict[str, object]]:
@@ -334,6 +398,7 @@ def plan_network(program: Program, n_samples: int, n_steps: int, use_conv: bool 
     forms: Dict[str, CubaForm] = {}
     paths: Dict[str, Dict[Tuple[str, int], List[Tuple[str, ...]]]] = {}
     depth: Dict[str, int] = {}
+    late: Dict[str, Dict[int, np.ndarray]] = {}
     neurons = [op.name for op in program.neurons()]
     if not neurons:
         raise NirDeployError("the graph has no neuron layer; there is nothing to run on Lava")
@@ -348,8 +413,9 @@ def plan_network(program: Program, n_samples: int, n_steps: int, use_conv: bool 
                     f"node {S!r} ({ops[S].type}) is non-spiking but feeds neuron layer {name!r}; "
                     f"Lava's LIF can send only spikes to other layers"
                 )
-        recurrent = any(j > 0 for _, j in pth)
-        b_in = _input_bias(program, name, recurrent)
+        consts = constant_inputs(program, name)
+        b_in = consts.pop(0)
+        late[name] = consts  # constants that arrive only from step j > 0 on (bias units of lag j)
         form = cuba_form(op.ssm, name, input_bias=b_in)
         forms[name] = form
         paths[name] = pth
@@ -363,10 +429,11 @@ def plan_network(program: Program, n_samples: int, n_steps: int, use_conv: bool 
         keys = []
         for gi, g in enumerate(gs):
             key = name if len(gs) == 1 else f"{name}#{gi}"
-            idx, scale, bias, vs, vo = g.idx, g.scale, g.bias, g.v_scale, g.v_offset
+            idx, scale, bias, vs, vo, ub = g.idx, g.scale, g.bias, g.v_scale, g.v_offset, g.u_bias
             if shape3 is not None:
                 perm = _perm_whc(shape3)  # g.idx is arange(n) for a single group
                 idx, scale, bias, vs, vo = perm, scale[perm], bias[perm], vs[perm], vo[perm]
+                ub = None if ub is None else ub[perm]
             groups[key] = PlanGroup(
                 key=key,
                 node=name,
@@ -381,6 +448,7 @@ def plan_network(program: Program, n_samples: int, n_steps: int, use_conv: bool 
                 depth=d,
                 scale=scale,
                 shape3=shape3,
+                u_bias=ub,
             )
             keys.append(key)
         node_groups[name] = keys
@@ -470,6 +538,42 @@ def plan_network(program: Program, n_samples: int, n_steps: int, use_conv: bool 
                     Wm = M[dg.idx][:, sidx] * dg.scale[:, None]
                     if np.any(Wm):
                         conns.append(PlanConn(f"{sk}->{dk}", sk, dk, "dense", Wm, graded))
+
+    # --- bias units: constant inputs into u (a remembered current, or anything that arrives late)
+    def bias_unit(D: int, j: int, node: str) -> str:
+        key = f"bias@{D}" if j == 0 else f"bias@{D}-{j}"
+        if key not in groups:
+            groups[key] = PlanGroup(
+                key=key,
+                node=node,
+                role="bias",
+                idx=np.arange(1),
+                du=1.0,
+                dv=1.0,
+                vth=0.5,
+                bias=np.ones(1),  # v = 1 > 0.5 at every step: one spike per step, no state
+                v_scale=np.ones(1),
+                v_offset=np.zeros(1),
+                depth=D,
+                scale=np.ones(1),
+            )
+            if j:  # silent in the last j steps of its window: the constant starts j steps late
+                gate[key] = j
+        return key
+
+    for name in neurons:
+        for dk in node_groups[name]:
+            dg = groups[dk]
+            terms: Dict[int, np.ndarray] = {}
+            if dg.u_bias is not None and np.any(dg.u_bias != 0):
+                terms[0] = dg.u_bias
+            for j, b in late[name].items():
+                w = b[dg.idx] * dg.scale  # a late constant enters like the input (scaled like it)
+                if np.any(w != 0):
+                    terms[j] = terms[j] + w if j in terms else w
+            for j, w in sorted(terms.items()):
+                uk = bias_unit(depth[name] - 1 + j, j, name)
+                conns.append(PlanConn(f"{uk}->{dk}", uk, dk, "dense", np.asarray(w, dtype=np.float64)[:, None].copy(), False))
 
     for gk, j in gate.items():
         groups[gk].gate = j

@@ -153,11 +153,19 @@ def _quantize_plan(
     by_dst: Dict[str, list] = {}
     for c in plan.conns:
         by_dst.setdefault(c.dst, []).append(c)
+    # a .net has no separate bias unit: it becomes an extra neuron of the layer one step in front
+    # (exporters/nir_to_netx.py), which spikes every step only if bias_mant > vth_mant there
+    unit_depths = {g.depth for g in plan.groups.values() if g.role == "bias" and not g.gate}
+    hosts = set()
+    if profile == "netx":
+        hosts = {k for k, g in plan.groups.items() if g.role == "neuron" and g.spiking and g.depth in unit_depths}
     for key, g in plan.groups.items():
         what = f"node {g.node!r} ({program.ops[g.node].type})"
         incoming = by_dst.get(key, [])
         if g.role == "relay":
             K, limit = 128.0, "relay"  # identity weight 2, threshold 1: repeats a binary spike exactly
+        elif g.role == "bias":
+            K, limit = 128.0, "bias unit"  # bias 128 > threshold 64: one spike every step
         else:
             limits: Dict[str, float] = {}
             wmax = [float(np.max(np.abs(c.weights))) if c.weights.size else 0.0 for c in incoming]
@@ -173,6 +181,8 @@ def _quantize_plan(
                 if g.vth > 0:
                     lim = VTH_MANT_LIMIT_GATED if g.gate else VTH_MANT_LIMIT
                     limits["threshold"] = 64.0 * lim / g.vth
+                    if key in hosts:
+                        limits["bias unit host"] = 64.0 * (BIAS_MANT_MAX - 1) / g.vth
             bmax = float(np.max(np.abs(g.bias))) if g.bias.size else 0.0
             if bmax > 0:
                 bexp = NETX_BIAS_EXP if profile == "netx" else BIAS_EXP_MAX

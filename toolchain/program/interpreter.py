@@ -2,7 +2,11 @@
 
 The rule for every edge is decided here, once (:func:`incoming`): a forward edge delivers its
 source's value of the same time step; a recurrent (back) edge delivers its source's value of the
-previous time step, and nothing (zeros) before the first step. Several edges into one node are
+previous time step. What a back edge delivers at a sample's first step is decided here too
+(:func:`step0_values`), by the discretization's ``recurrent_step0``: ``"bias"`` (the default, the
+literal reading of the graph) delivers the value its source has when every neuron and the input
+are zero -- a recurrent Affine sees zero spikes and outputs its bias, as snnTorch's RLeaky /
+RSynaptic compute -- and ``"none"`` delivers nothing (zeros). Several edges into one node are
 summed, in the order of :func:`incoming` (forward edges first, in graph order, then back edges), so
 that float sums are the same in every walk.
 
@@ -77,6 +81,33 @@ def sources_through_linear(program, name: str) -> Dict[Tuple[str, int], List[Tup
     return out
 
 
+def step0_values(program) -> Dict[str, torch.Tensor]:
+    """``{back-edge source: value [1, *shape]}`` that its back edges deliver at step 0, where nonzero.
+
+    With ``recurrent_step0 == "bias"`` the source's value on zero leaves (neurons and input zero,
+    linear ops with their biases; a constant arrives unchanged through further back edges, so it
+    is the same at every step); with ``"none"``: nothing (an empty dict: zeros everywhere).
+    """
+    cached = getattr(program, "_step0_values", None)
+    if cached is not None:
+        return cached
+    out: Dict[str, torch.Tensor] = {}
+    if getattr(program.disc, "recurrent_step0", "bias") == "bias":
+        walk = ConstantValues(program)
+        with torch.no_grad():
+            for src in sorted({e.src for k in program.order for e in incoming(program, k) if e.recurrent}):
+                if program.ops[src].kind != "linear":
+                    continue  # a neuron's (or the input's) value before the first step is zero
+                v = walk.value(src)
+                if v is not None and bool(torch.any(v != 0)):
+                    out[src] = v
+    try:
+        program._step0_values = out
+    except AttributeError:  # pragma: no cover - a frozen program object
+        pass
+    return out
+
+
 def add_all(parts: Iterable[Any]):
     """The sum of ``parts`` in their order (None for none), the one summation order of the walks."""
     acc = None
@@ -111,8 +142,9 @@ class Interpreter:
             return None
         return add_all(parts)
 
-    def delay(self, value, lag: int):
-        """``value`` as it arrives ``lag`` steps late."""
+    def delay(self, value, lag: int, src: Optional[str] = None):
+        """``value`` (of node ``src``) as it arrives ``lag`` steps late; before the first step a back
+        edge delivers ``step0_values(program).get(src)`` (None: zeros)."""
         raise NotImplementedError
 
     def lag(self, edge: Edge, dst: str) -> int:
@@ -146,7 +178,11 @@ class StepInterpreter(Interpreter):
     def run(self, n_steps: int) -> None:
         prog = self.program
         back = {e.src for k in prog.order for e in incoming(prog, k) if e.recurrent}
-        prev = {k: self.zeros_like_output(self.ops[k]) for k in back}  # nothing before the first step
+        init = step0_values(prog)
+        prev = {}  # what the back edges deliver at the first step
+        for k in back:
+            z = self.zeros_like_output(self.ops[k])
+            prev[k] = z + init[k].to(z.dtype) if k in init else z
         for t in range(n_steps):
             self.begin_step(t)
             vals: Dict[str, Any] = {}
@@ -184,7 +220,7 @@ class SequenceInterpreter(Interpreter):
         for e in incoming(self.program, name):
             v = self.value(e.src)
             lag = self.lag(e, name)
-            out.append(v if (v is None or lag == 0) else self.delay(v, lag))
+            out.append(v if (v is None or lag == 0) else self.delay(v, lag, e.src))
         return out
 
     def value(self, name: str):
@@ -198,13 +234,15 @@ class SequenceInterpreter(Interpreter):
         return self.memo[name]
 
 
-def shift_steps(x: torch.Tensor, lag: int) -> torch.Tensor:
-    """[N, T, ...] -> the value ``lag`` steps earlier (zeros before the first step)."""
+def shift_steps(x: torch.Tensor, lag: int, init: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """[N, T, ...] -> the value ``lag`` steps earlier (``init`` [1, ...], or zeros, before the first step)."""
     if lag == 0:
         return x
     out = torch.zeros_like(x)
     if lag < x.shape[1]:
         out[:, lag:] = x[:, :-lag]
+    if init is not None:
+        out[:, : min(lag, x.shape[1])] += init.to(x.dtype).reshape((1, 1) + tuple(x.shape[2:]))
     return out
 
 
@@ -228,5 +266,16 @@ class SequenceValues(SequenceInterpreter):
     def linear(self, op, x):
         return apply_per_step(op.fn, x)
 
-    def delay(self, value, lag):
-        return shift_steps(value, lag)
+    def delay(self, value, lag, src=None):
+        return shift_steps(value, lag, step0_values(self.program).get(src))
+
+
+class ConstantValues(SequenceInterpreter):
+    """The constant part of every node's value: linear ops with their biases on zero leaves, a
+    constant arriving unchanged through a back edge."""
+
+    def leaf(self, op):
+        return torch.zeros((1,) + tuple(op.out_shape), dtype=torch.float64)
+
+    def delay(self, value, lag, src=None):
+        return value
