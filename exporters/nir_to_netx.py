@@ -20,10 +20,23 @@ What netx can express: a chain of spiking CUBA layers, each fed by the one befor
 input) through one Dense or Conv, optionally with a recurrent Dense onto itself, and flatten
 between conv and dense layers. Refused, with the node named: pooling that could not be folded
 into the following layer (netx has no pool layer; ``toolchain/passes/fold_pooling.py`` folds the
-usual cases), residual/skip connections and layers with several inputs, non-spiking layers (a
-netx layer sends spikes), layers whose neurons have several time constants (one iDecay/vDecay
-per netx layer), linear layers after the last neuron layer, recurrence other than a layer onto
-itself, and weight or bias exponents other than netx's (0 and 6).
+usual cases), residual/skip connections and layers with several inputs, layers whose neurons
+have several time constants (one iDecay/vDecay per netx layer), linear layers after the last
+neuron layer, recurrence other than a layer onto itself, and weight or bias exponents other than
+netx's (0 and 6); each refusal says that the emulator backend runs the graph as it is.
+
+Non-spiking readout layers (LI, CubaLI: norse's ``LICell`` / ``LIBoxCell`` head) cannot be netx
+layers (a netx layer sends spikes); they run on the host from the chip's output spikes
+(:func:`split_readout`, :func:`host_readout`, ``simulators/host_readout.py``). Each must be fed by
+the last spiking layer alone through one Dense. Their integers are stored in the file under
+``/nirdeploy/readout`` (which netx does not read) and the description says ``host_readout``::
+
+    /nirdeploy/readout            attr description (JSON): chip_node, chip_layer, chip_shape,
+                                  nodes {node: {type, shape}}, outputs {Output: {source, shape}}
+    /nirdeploy/readout/chip_idx   NIR index of each chip output neuron, in netx's order
+    /nirdeploy/readout/groups/i   attrs key, node, du, dv, vth, bias_exp, scale, weight_exp, lag;
+                                  datasets idx, weight [n, n_chip] (netx's column order), bias_mant,
+                                  v_scale, v_offset
 
 Running the artifact (``simulators/lava_netx.py``: :func:`run_netx`)::
 
@@ -56,7 +69,7 @@ from toolchain.loihi.fixed import FixedNetwork
 
 LAYER_TYPES = ("input", "dense", "dense_rec", "conv", "flatten")
 #: what a user can do about a graph netx cannot express: run it where it is supported
-_ELSEWHERE = "; the emulator and lava-fixed backends run it as it is (nirdeploy simulate --backend emulator)"
+_ELSEWHERE = "; the emulator backend runs the graph as it is (nirdeploy simulate MODEL.nir --backend emulator)"
 #: the HDF5 group of the host readout (lava-dl netx reads only /layer)
 READOUT_GROUP = "nirdeploy/readout"
 
@@ -72,7 +85,7 @@ def netx_layers(fx: FixedNetwork) -> List[Dict[str, object]]:
         op = prog.ops[name]
         if op.type in ("SumPool2d", "AvgPool2d"):
             raise UnsupportedNodeError(
-                f"{_what(prog, name)} cannot be folded into a following Conv2d or Flatten+Affine, and netx has no pool layer"
+                f"{_what(prog, name)} cannot be folded into a following Conv2d or Flatten+Affine, and netx has no pool layer{_ELSEWHERE}"
             )
     neurons, readout = split_readout(fx)  # the readout layers run on the host (host_readout)
     in_op = prog.ops[prog.input_name]
@@ -86,7 +99,7 @@ def netx_layers(fx: FixedNetwork) -> List[Dict[str, object]]:
         if len(keys) != 1:
             raise UnsupportedNodeError(
                 f"{_what(prog, name)} has neurons with {len(keys)} different time constants (current and voltage decays), "
-                f"which need {len(keys)} Lava processes; a netx layer has one iDecay, vDecay and vThMant"
+                f"which need {len(keys)} Lava processes; a netx layer has one iDecay, vDecay and vThMant{_ELSEWHERE}"
             )
         g = fx.groups[keys[0]]
         into = fx.conns_into(g.key)
@@ -104,12 +117,12 @@ def netx_layers(fx: FixedNetwork) -> List[Dict[str, object]]:
             names = sorted({fx.groups[s].node if s in fx.groups else prog.input_name for s in srcs}) or ["nothing"]
             raise UnsupportedNodeError(
                 f"{_what(prog, name)} receives input from {', '.join(map(repr, names))}; netx networks are a chain "
-                f"in which every layer is fed by the layer before it ({prev_node!r}), without skip connections"
+                f"in which every layer is fed by the layer before it ({prev_node!r}), without skip connections{_ELSEWHERE}"
             )
         if any(fx.base_of(c.src)[0] != g.key or fx.lag(c) != 1 or c.kind != "dense" for c in rec) or len(rec) > 1:
             raise UnsupportedNodeError(
                 f"{_what(prog, name)} has a recurrent input that is not a single Dense from itself with one step of "
-                f"delay; netx expresses only that (dense_rec)"
+                f"delay; netx expresses only that (dense_rec){_ELSEWHERE}"
             )
         c = fwd[0]
         for cc in into:
@@ -135,7 +148,7 @@ def netx_layers(fx: FixedNetwork) -> List[Dict[str, object]]:
         layer: Dict[str, object] = {"node": name, "neuron": neuron, "group": g.key}
         if c.kind == "conv":
             if rec:
-                raise UnsupportedNodeError(f"{_what(prog, name)} is a recurrent conv layer; netx has only dense_rec")
+                raise UnsupportedNodeError(f"{_what(prog, name)} is a recurrent conv layer; netx has only dense_rec{_ELSEWHERE}")
             if g.shape3 is None:  # pragma: no cover - the plan uses Conv only between 3D layers
                 raise UnsupportedNodeError(f"{_what(prog, name)}: a conv layer needs a 3D neuron layer")
             p = c.conv
@@ -172,7 +185,7 @@ def netx_layers(fx: FixedNetwork) -> List[Dict[str, object]]:
                 if any(cc.kind == "conv" for cc in nxt):
                     raise UnsupportedNodeError(
                         f"{_what(prog, name)}: its input cannot be a netx conv layer (the plan needs a dense matrix), "
-                        f"so it is flat, but {neurons[i + 1]!r} after it needs a conv layer's 3D output"
+                        f"so it is flat, but {neurons[i + 1]!r} after it needs a conv layer's 3D output{_ELSEWHERE}"
                     )
         if np.any(np.abs(layer["weight"]) > 254):  # pragma: no cover - the quantizer clips to 254
             raise NirDeployError(f"{_what(prog, name)}: weights beyond netx's range [-256, 254]")
