@@ -30,11 +30,12 @@ def run_netx(
     import tempfile
     import time
 
+    # lava_runtime first: it lets Lava's import set multiprocessing's start method when one is already fixed
+    from simulators.lava_runtime import LavaNetwork, PySpikeRecorderModel, SpikeRecorder, new_recording, run_network
+
     from lava.lib.dl.netx.hdf5 import Network
     from lava.magma.core.run_configs import Loihi2SimCfg
     from lava.proc.io.source import RingBuffer
-
-    from simulators.lava_runtime import LavaNetwork, PySpikeRecorderModel, SpikeRecorder, new_recording, run_network
 
     x = np.asarray(x)
     N, T = x.shape[0], x.shape[1]
