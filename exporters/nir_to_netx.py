@@ -20,10 +20,23 @@ What netx can express: a chain of spiking CUBA layers, each fed by the one befor
 input) through one Dense or Conv, optionally with a recurrent Dense onto itself, and flatten
 between conv and dense layers. Refused, with the node named: pooling that could not be folded
 into the following layer (netx has no pool layer; ``toolchain/passes/fold_pooling.py`` folds the
-usual cases), residual/skip connections and layers with several inputs, non-spiking layers (a
-netx layer sends spikes), layers whose neurons have several time constants (one iDecay/vDecay
-per netx layer), linear layers after the last neuron layer, recurrence other than a layer onto
-itself, and weight or bias exponents other than netx's (0 and 6).
+usual cases), residual/skip connections and layers with several inputs, layers whose neurons
+have several time constants (one iDecay/vDecay per netx layer), linear layers after the last
+neuron layer, recurrence other than a layer onto itself, and weight or bias exponents other than
+netx's (0 and 6); each refusal says that the emulator backend runs the graph as it is.
+
+Non-spiking readout layers (LI, CubaLI: norse's ``LICell`` / ``LIBoxCell`` head) cannot be netx
+layers (a netx layer sends spikes); they run on the host from the chip's output spikes
+(:func:`split_readout`, :func:`host_readout`, ``simulators/host_readout.py``). Each must be fed by
+the last spiking layer alone through one Dense. Their integers are stored in the file under
+``/nirdeploy/readout`` (which netx does not read) and the description says ``host_readout``::
+
+    /nirdeploy/readout            attr description (JSON): chip_node, chip_layer, chip_shape,
+                                  nodes {node: {type, shape}}, outputs {Output: {source, shape}}
+    /nirdeploy/readout/chip_idx   NIR index of each chip output neuron, in netx's order
+    /nirdeploy/readout/groups/i   attrs key, node, du, dv, vth, bias_exp, scale, weight_exp, lag;
+                                  datasets idx, weight [n, n_chip] (netx's column order), bias_mant,
+                                  v_scale, v_offset
 
 Running the artifact (``simulators/lava_netx.py``: :func:`run_netx`)::
 
@@ -45,7 +58,7 @@ until the layer is silent, and keep biases out of the layers before it.
 from __future__ import annotations
 
 import json
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -55,6 +68,10 @@ from toolchain.program.interpreter import incoming
 from toolchain.loihi.fixed import FixedNetwork
 
 LAYER_TYPES = ("input", "dense", "dense_rec", "conv", "flatten")
+#: what a user can do about a graph netx cannot express: run it where it is supported
+_ELSEWHERE = "; the emulator backend runs the graph as it is (nirdeploy simulate MODEL.nir --backend emulator)"
+#: the HDF5 group of the host readout (lava-dl netx reads only /layer)
+READOUT_GROUP = "nirdeploy/readout"
 
 
 def _what(program, node) -> str:
@@ -68,9 +85,9 @@ def netx_layers(fx: FixedNetwork) -> List[Dict[str, object]]:
         op = prog.ops[name]
         if op.type in ("SumPool2d", "AvgPool2d"):
             raise UnsupportedNodeError(
-                f"{_what(prog, name)} cannot be folded into a following Conv2d or Flatten+Affine, and netx has no pool layer"
+                f"{_what(prog, name)} cannot be folded into a following Conv2d or Flatten+Affine, and netx has no pool layer{_ELSEWHERE}"
             )
-    neurons = [op.name for op in prog.neurons()]
+    neurons, readout = split_readout(fx)  # the readout layers run on the host (host_readout)
     in_op = prog.ops[prog.input_name]
     in_shape = tuple(int(d) for d in in_op.out_shape)
     layers: List[Dict[str, object]] = [{"type": "input", "shape": np.array(in_shape), "node": prog.input_name}]
@@ -82,11 +99,9 @@ def netx_layers(fx: FixedNetwork) -> List[Dict[str, object]]:
         if len(keys) != 1:
             raise UnsupportedNodeError(
                 f"{_what(prog, name)} has neurons with {len(keys)} different time constants (current and voltage decays), "
-                f"which need {len(keys)} Lava processes; a netx layer has one iDecay, vDecay and vThMant"
+                f"which need {len(keys)} Lava processes; a netx layer has one iDecay, vDecay and vThMant{_ELSEWHERE}"
             )
         g = fx.groups[keys[0]]
-        if not g.spiking:
-            raise UnsupportedNodeError(f"{_what(prog, name)} does not spike; every netx layer sends spikes")
         into = fx.conns_into(g.key)
         fwd = [c for c in into if fx.lag(c) == 0]
         rec = [c for c in into if fx.lag(c) > 0]
@@ -102,12 +117,12 @@ def netx_layers(fx: FixedNetwork) -> List[Dict[str, object]]:
             names = sorted({fx.groups[s].node if s in fx.groups else prog.input_name for s in srcs}) or ["nothing"]
             raise UnsupportedNodeError(
                 f"{_what(prog, name)} receives input from {', '.join(map(repr, names))}; netx networks are a chain "
-                f"in which every layer is fed by the layer before it ({prev_node!r}), without skip connections"
+                f"in which every layer is fed by the layer before it ({prev_node!r}), without skip connections{_ELSEWHERE}"
             )
         if any(fx.base_of(c.src)[0] != g.key or fx.lag(c) != 1 or c.kind != "dense" for c in rec) or len(rec) > 1:
             raise UnsupportedNodeError(
                 f"{_what(prog, name)} has a recurrent input that is not a single Dense from itself with one step of "
-                f"delay; netx expresses only that (dense_rec)"
+                f"delay; netx expresses only that (dense_rec){_ELSEWHERE}"
             )
         c = fwd[0]
         for cc in into:
@@ -133,7 +148,7 @@ def netx_layers(fx: FixedNetwork) -> List[Dict[str, object]]:
         layer: Dict[str, object] = {"node": name, "neuron": neuron, "group": g.key}
         if c.kind == "conv":
             if rec:
-                raise UnsupportedNodeError(f"{_what(prog, name)} is a recurrent conv layer; netx has only dense_rec")
+                raise UnsupportedNodeError(f"{_what(prog, name)} is a recurrent conv layer; netx has only dense_rec{_ELSEWHERE}")
             if g.shape3 is None:  # pragma: no cover - the plan uses Conv only between 3D layers
                 raise UnsupportedNodeError(f"{_what(prog, name)}: a conv layer needs a 3D neuron layer")
             p = c.conv
@@ -170,26 +185,169 @@ def netx_layers(fx: FixedNetwork) -> List[Dict[str, object]]:
                 if any(cc.kind == "conv" for cc in nxt):
                     raise UnsupportedNodeError(
                         f"{_what(prog, name)}: its input cannot be a netx conv layer (the plan needs a dense matrix), "
-                        f"so it is flat, but {neurons[i + 1]!r} after it needs a conv layer's 3D output"
+                        f"so it is flat, but {neurons[i + 1]!r} after it needs a conv layer's 3D output{_ELSEWHERE}"
                     )
         if np.any(np.abs(layer["weight"]) > 254):  # pragma: no cover - the quantizer clips to 254
             raise NirDeployError(f"{_what(prog, name)}: weights beyond netx's range [-256, 254]")
         layers.append(layer)
         prev_key, prev_node = g.key, name
         prev_3d = c.kind == "conv"
-    # the graph's output must be the last layer's spikes
+    # the graph's output must be the last layer's spikes (or a host readout of them)
     last = neurons[-1] if neurons else None
     for o in prog.output_names:
-        preds = [e.src for e in incoming(prog, o)]
-        while len(preds) == 1 and prog.ops[preds[0]].type == "Flatten":  # a reshape changes no value
-            preds = [e.src for e in incoming(prog, preds[0])]
-        if preds != [last]:
-            bad = [p for p in preds if p != last] or preds
+        preds = _output_sources(prog, o)
+        if len(preds) != 1 or preds[0] not in [last] + readout:
+            bad = [p for p in preds if p not in [last] + readout] or preds
+            also = f" or from a host readout ({', '.join(map(repr, readout))})" if readout else ""
             raise UnsupportedNodeError(
                 f"the Output {o!r} is computed from {', '.join(map(repr, bad))} rather than directly from the last neuron "
-                f"layer {last!r}; a netx network outputs the last layer's spikes"
+                f"layer {last!r}{also}; a netx network outputs the last layer's spikes{_ELSEWHERE}"
             )
     return layers
+
+
+def _output_sources(prog, o: str) -> List[str]:
+    """The nodes an Output reads, through Flatten nodes (a reshape changes no value)."""
+    preds = [e.src for e in incoming(prog, o)]
+    while len(preds) == 1 and prog.ops[preds[0]].type == "Flatten":
+        preds = [e.src for e in incoming(prog, preds[0])]
+    return preds
+
+
+def split_readout(fx: FixedNetwork) -> Tuple[List[str], List[str]]:
+    """(chip layers, host readout layers) of ``fx``: the spiking neuron nodes, written as netx
+    layers, and the non-spiking ones (LI, CubaLI: a classifier head), which run on the host from
+    the chip's output spikes (:func:`host_readout`). Each readout layer must be fed by the last
+    spiking layer alone, through one Dense (Linear / Affine); otherwise UnsupportedNodeError
+    names it. (A non-spiking layer cannot feed another neuron layer: the plan refuses that.)"""
+    prog = fx.program
+    neurons = [op.name for op in prog.neurons()]
+    chip = [n for n in neurons if prog.ops[n].ssm.spiking]
+    readout = [n for n in neurons if not prog.ops[n].ssm.spiking]
+    if readout and not chip:
+        raise UnsupportedNodeError(
+            f"{_what(prog, readout[0])} does not spike, and no layer before it does: nothing of the graph would run on "
+            f"the chip (every netx layer sends spikes; a non-spiking readout runs on the host from the chip's output "
+            f"spikes){_ELSEWHERE}"
+        )
+    last = chip[-1] if chip else None
+    last_key = fx.node_groups[last][0] if last is not None else None
+    for name in readout:
+        for k in fx.node_groups[name]:
+            into = fx.conns_into(k)
+            bases = [fx.base_of(c.src)[0] for c in into]
+            if len(into) == 1 and bases == [last_key] and into[0].kind == "dense":
+                continue
+            names = sorted({fx.groups[b].node if b in fx.groups else prog.input_name for b in bases})
+            how = ("through a Conv2d" if bases == [last_key] else
+                   f"by {', '.join(map(repr, names))}" if bases else "by no layer")  # fmt: skip
+            raise UnsupportedNodeError(
+                f"{_what(prog, name)} does not spike and is fed {how}; a netx layer sends spikes, so a non-spiking "
+                f"layer runs on the host from the chip's output spikes, which needs it fed by the last spiking layer "
+                f"{last!r} alone through one Linear/Affine{_ELSEWHERE}"
+            )
+    return chip, readout
+
+
+#: scalar parameters of a readout group (HDF5 attributes) and its arrays (datasets)
+_READOUT_SCALARS = ("key", "node", "weight_exp", "lag", "du", "dv", "vth", "bias_exp", "scale")
+_READOUT_ARRAYS = ("idx", "weight", "bias_mant", "v_scale", "v_offset")
+
+
+def host_readout(fx: FixedNetwork, layers: Optional[List[Dict[str, object]]] = None) -> Optional[Dict[str, object]]:
+    """The host readout of ``fx`` (None when every neuron layer spikes): the integers with which
+    the host computes the non-spiking readout layers from the chip's output spikes exactly as the
+    emulator does (``simulators/host_readout.py``). ``layers``: :func:`netx_layers` of ``fx``.
+
+    ``{"chip_node", "chip_layer"`` (its index under /layer), ``"chip_idx"`` (int64 [n_chip]: the NIR
+    index, within chip_node, of each neuron of the chip's output in netx's order: NIR order for a
+    dense layer, Lava's (W, H, C) order for a conv layer), ``"chip_shape", "nodes"`` ({node: {type,
+    shape}}), ``"outputs"`` ({Output: {source, shape}}: every Output reads one readout node or the
+    chip's output, through Flatten only), ``"groups"``: per FixedGroup of a readout node: key, node,
+    idx (NIR indices in the group's order), weight (int64 [n, n_chip]: its FixedConn from the chip's
+    output, columns in netx's order), weight_exp, lag (the connection delivers the chip's step
+    k - lag at step k), du, dv, vth, bias_mant, bias_exp, scale K, v_scale, v_offset
+    (v_nir = v_int / (K v_scale) + v_offset)``}``.
+    """
+    layers = netx_layers(fx) if layers is None else layers
+    chip, readout = split_readout(fx)
+    if not readout:
+        return None
+    prog = fx.program
+    last = chip[-1]
+    li = max(i for i, l in enumerate(layers) if l.get("node") == last)
+    src = fx.groups[fx.node_groups[last][0]]
+    pos = np.arange(src.n) if layers[li]["type"] == "conv" else np.asarray(src.idx)  # netx position of neuron q
+    chip_idx = np.zeros(src.n, dtype=np.int64)
+    chip_idx[pos] = src.idx
+    groups = []
+    for name in readout:
+        for k in fx.node_groups[name]:
+            g, c = fx.groups[k], fx.conns_into(k)[0]
+            W = np.zeros((g.n, src.n), dtype=np.int64)
+            W[:, pos] = c.weights
+            groups.append({
+                "key": k, "node": name, "idx": np.asarray(g.idx, dtype=np.int64), "weight": W,
+                "weight_exp": int(c.weight_exp), "lag": int(fx.lag(c)), "du": int(g.du), "dv": int(g.dv),
+                "vth": int(g.vth), "bias_mant": np.asarray(g.bias_mant, dtype=np.int64), "bias_exp": int(g.bias_exp),
+                "scale": float(g.scale), "v_scale": np.asarray(g.v_scale, dtype=np.float64),
+                "v_offset": np.asarray(g.v_offset, dtype=np.float64),
+            })  # fmt: skip
+    shape = lambda n: [int(d) for d in prog.ops[n].out_shape]  # noqa: E731
+    return {
+        "chip_node": last,
+        "chip_layer": li,
+        "chip_idx": chip_idx,
+        "chip_shape": shape(last),
+        "nodes": {n: {"type": prog.ops[n].type, "shape": shape(n)} for n in readout},
+        "outputs": {o: {"source": _output_sources(prog, o)[0], "shape": shape(o)} for o in prog.output_names},
+        "groups": groups,
+    }
+
+
+def _readout_description(ro: Dict[str, object]) -> Dict[str, object]:
+    """The ``host_readout`` entry of the file's description."""
+    return {
+        "nodes": [{"node": n, **v} for n, v in ro["nodes"].items()],
+        "input": f"the chip's output spikes: /layer/{ro['chip_layer']} (node {ro['chip_node']!r}), in netx's neuron order",
+        "runs": "on the host, from the chip's output spikes, in Loihi's integer arithmetic (the emulator's LIF step): "
+        "chip + host readout compute exactly what the emulator computes",
+        "data": f"/{READOUT_GROUP}",
+        "function": "simulators.host_readout.run_host_readout(exporters.nir_to_netx.read_host_readout(PATH), spikes)",
+        "outputs": {o: v["source"] for o, v in ro["outputs"].items()},
+    }
+
+
+def _write_readout(f, ro: Dict[str, object]) -> None:
+    h = f.create_group(READOUT_GROUP)
+    h.attrs["description"] = json.dumps({k: ro[k] for k in ("chip_node", "chip_layer", "chip_shape", "nodes", "outputs")})
+    h.create_dataset("chip_idx", data=ro["chip_idx"])
+    for i, g in enumerate(ro["groups"]):
+        hg = h.create_group(f"groups/{i}")
+        for k in _READOUT_SCALARS:
+            hg.attrs[k] = g[k]
+        for k in _READOUT_ARRAYS:
+            hg.create_dataset(k, data=g[k])
+
+
+def read_host_readout(path: str) -> Optional[Dict[str, object]]:
+    """The :func:`host_readout` stored in the ``.net`` at ``path`` (None if it has none)."""
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        if READOUT_GROUP not in f:
+            return None
+        h = f[READOUT_GROUP]
+        ro = json.loads(h.attrs["description"])
+        ro["chip_idx"] = h["chip_idx"][()]
+        ro["groups"] = []
+        for i in range(len(h["groups"])):
+            hg = h[f"groups/{i}"]
+            g = {k: hg.attrs[k] for k in _READOUT_SCALARS}
+            g = {k: (v.item() if isinstance(v, np.generic) else str(v) if isinstance(v, bytes) else v) for k, v in g.items()}
+            g.update({k: hg[k][()] for k in _READOUT_ARRAYS})
+            ro["groups"].append(g)
+    return ro
 
 
 def write_netx(fx: FixedNetwork, path: str, extra: Optional[Dict[str, object]] = None) -> Dict[str, object]:
@@ -197,6 +355,7 @@ def write_netx(fx: FixedNetwork, path: str, extra: Optional[Dict[str, object]] =
     import h5py
 
     layers = netx_layers(fx)
+    readout = host_readout(fx, layers)
     prog = fx.program
     in_shape = [int(s) for s in layers[0]["shape"]]
     desc: Dict[str, object] = {
@@ -219,6 +378,8 @@ def write_netx(fx: FixedNetwork, path: str, extra: Optional[Dict[str, object]] =
         ],
         "quantization": fx.profile,
     }
+    if readout is not None:
+        desc["host_readout"] = _readout_description(readout)
     if extra:
         desc.update(extra)
     from toolchain.ir.atomic import atomic_path
@@ -240,6 +401,8 @@ def write_netx(fx: FixedNetwork, path: str, extra: Optional[Dict[str, object]] =
                         h.create_dataset("neuron/type", (1,), "S10", [str(v).encode("ascii")])
                     else:
                         h.create_dataset(f"neuron/{k}", data=v)
+        if readout is not None:
+            _write_readout(f, readout)
         f.attrs["nirdeploy"] = json.dumps(desc)
     return desc
 

@@ -21,16 +21,21 @@ def run_netx(
 
     One Lava run (``fixed_pt``) with ``reset_interval=T, reset_offset=1``. Returns
     {"spikes": [per netx neuron layer: bool [N, T, n] in the layer's order (dense: NIR order,
-    conv: Lava's (W, H, C) order)], "network": str(net), "seconds": ...}.
+    conv: Lava's (W, H, C) order)], "network": str(net), "seconds": ...}. When the file has a host
+    readout (non-spiking readout layers, ``exporters.nir_to_netx.host_readout``), it is applied to
+    the last layer's spikes after the run (``simulators.host_readout.run_host_readout``) and the
+    result also holds "host_readout": {"v_int": {group: int32 [N, T, n]}, "v": {node: [N, T, *shape]},
+    "outputs": {Output: [N, T, *shape]}}.
     """
     import tempfile
     import time
 
+    # lava_runtime first: it lets Lava's import set multiprocessing's start method when one is already fixed
+    from simulators.lava_runtime import LavaNetwork, PySpikeRecorderModel, SpikeRecorder, new_recording, run_network
+
     from lava.lib.dl.netx.hdf5 import Network
     from lava.magma.core.run_configs import Loihi2SimCfg
     from lava.proc.io.source import RingBuffer
-
-    from simulators.lava_runtime import LavaNetwork, PySpikeRecorderModel, SpikeRecorder, new_recording, run_network
 
     x = np.asarray(x)
     N, T = x.shape[0], x.shape[1]
@@ -71,4 +76,12 @@ def run_netx(
         full = rec[("s", str(i))]  # [n, total]; layer i handles sample n step k at Lava step n T + k + 2 + i
         seg = full[:, 1 + i : 1 + i + N * T]
         spikes.append(seg.reshape(-1, N, T).transpose(1, 2, 0).astype(bool))
-    return {"spikes": spikes, "network": str(net), "build_seconds": t1 - t0, "run_seconds": t2 - t1}
+    out = {"spikes": spikes, "network": str(net), "build_seconds": t1 - t0, "run_seconds": t2 - t1}
+    from exporters.nir_to_netx import read_host_readout
+
+    readout = read_host_readout(path)
+    if readout is not None:  # the non-spiking readout, on the host from the chip's output spikes
+        from simulators.host_readout import run_host_readout
+
+        out["host_readout"] = run_host_readout(readout, spikes[-1])
+    return out

@@ -346,7 +346,12 @@ def deploy(model, output: str, dt: Optional[float] = None, method: Optional[str]
 
 
 def deploy_program(program, output: str, calib_inputs=None, calib_info=None, model: Optional[str] = None):
-    """:func:`deploy` of an already lowered program."""
+    """:func:`deploy` of an already lowered program.
+
+    Non-spiking readout layers (LI, CubaLI) after the last spiking layer are not written as netx
+    layers: the file stores their integers for the host (``exporters.nir_to_netx.host_readout``;
+    computed by ``simulators.host_readout.run_host_readout`` from the chip's output spikes, bit for
+    bit as the emulator) and the description's ``host_readout`` names them."""
     from exporters.nir_to_netx import write_netx
 
     fx = quantize(program, profile="netx", calib_inputs=calib_inputs)

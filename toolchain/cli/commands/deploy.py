@@ -5,7 +5,9 @@ and lower it, quantize it with the netx profile (``toolchain/loihi/quantize.py``
 pooling into the following layer first; with ``--data`` the states reached on those samples are
 checked and the scales lowered where they would saturate) and write the netx HDF5
 (``exporters/nir_to_netx.py``). Prints the per-layer quantization report; ``--report`` writes it
-as JSON.
+as JSON. Non-spiking readout layers (LI, CubaLI) are not netx layers: the output says which
+layers run on the chip and that the readout runs on the host (the file stores its integers;
+``simulators/host_readout.py``), and the description (also in ``--report``) has ``host_readout``.
 """
 
 from __future__ import annotations
@@ -39,6 +41,12 @@ def cmd_deploy(args) -> int:
         )
         layers = ", ".join(f"{l['type']}{tuple(l['shape'])}" for l in desc["layers"])
         console.print(f"wrote {args.output}: {layers}")
+        ro = desc.get("host_readout")
+        if ro:  # non-spiking readout layers: not netx layers, computed on the host from the chip's spikes
+            chip = ", ".join(repr(l["node"]) for l in desc["layers"] if l["type"] in ("dense", "dense_rec", "conv"))
+            heads = ", ".join(f"{r['node']!r} ({r['type']})" for r in ro["nodes"])
+            console.print(f"on the chip: {chip}; on the host: readout {heads} from the chip's output spikes, in Loihi's "
+                          f"integer arithmetic (as the emulator; stored in {ro['data']}, run by simulators.host_readout)")  # fmt: skip
         console.print(f"run it with lava.lib.dl.netx.hdf5.{desc['run']}; input: {desc['input_order']}")
         if args.report:
             console.print(f"wrote {args.report}")
