@@ -63,7 +63,7 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 
 from toolchain.errors import NirDeployError, UnsupportedNodeError
-from toolchain.loihi.bits import NETX_BIAS_EXP
+from toolchain.loihi.bits import BIAS_MANT_MAX, NETX_BIAS_EXP
 from toolchain.program.interpreter import incoming
 from toolchain.loihi.fixed import FixedNetwork
 
@@ -94,6 +94,7 @@ def netx_layers(fx: FixedNetwork) -> List[Dict[str, object]]:
     prev_key: Optional[str] = None  # group key of the previous layer (None: the input)
     prev_node = prog.input_name
     prev_3d = len(in_shape) == 3
+    prev_layer: Optional[Dict[str, object]] = None
     for i, name in enumerate(neurons):
         keys = fx.node_groups[name]
         if len(keys) != 1:
@@ -103,6 +104,9 @@ def netx_layers(fx: FixedNetwork) -> List[Dict[str, object]]:
             )
         g = fx.groups[keys[0]]
         into = fx.conns_into(g.key)
+        units = [c for c in into if _from_bias_unit(fx, c)]
+        into = [c for c in into if not _from_bias_unit(fx, c)]
+        _check_units(fx, name, units)
         fwd = [c for c in into if fx.lag(c) == 0]
         rec = [c for c in into if fx.lag(c) > 0]
         srcs = sorted({fx.base_of(c.src)[0] for c in fwd})
@@ -187,10 +191,16 @@ def netx_layers(fx: FixedNetwork) -> List[Dict[str, object]]:
                         f"{_what(prog, name)}: its input cannot be a netx conv layer (the plan needs a dense matrix), "
                         f"so it is flat, but {neurons[i + 1]!r} after it needs a conv layer's 3D output{_ELSEWHERE}"
                     )
+        if units:  # the bias unit: an always-on input channel (first layer) or an extra neuron in front
+            w = np.asarray(units[0].weights[:, 0], dtype=np.int64)  # [n] in the group's order
+            if prev_key is None:
+                _bias_from_input(prog, name, layers[0], layer, g, w)
+            else:
+                _bias_from_host(prog, name, prev_layer, layer, g, w, layers)
         if np.any(np.abs(layer["weight"]) > 254):  # pragma: no cover - the quantizer clips to 254
             raise NirDeployError(f"{_what(prog, name)}: weights beyond netx's range [-256, 254]")
         layers.append(layer)
-        prev_key, prev_node = g.key, name
+        prev_key, prev_node, prev_layer = g.key, name, layer
         prev_3d = c.kind == "conv"
     # the graph's output must be the last layer's spikes (or a host readout of them)
     last = neurons[-1] if neurons else None
@@ -204,6 +214,139 @@ def netx_layers(fx: FixedNetwork) -> List[Dict[str, object]]:
                 f"layer {last!r}{also}; a netx network outputs the last layer's spikes{_ELSEWHERE}"
             )
     return layers
+
+
+# --------------------------------------------------------------------------- bias units in a .net
+def _from_bias_unit(fx: FixedNetwork, c) -> bool:
+    g = fx.groups.get(c.src)
+    return g is not None and g.role == "bias"
+
+
+def _check_units(fx: FixedNetwork, name: str, units) -> None:
+    prog = fx.program
+    late = [c for c in units if fx.lag(c) > 0]
+    if late:
+        raise UnsupportedNodeError(
+            f"{_what(prog, name)}: the bias of its recurrent edge arrives only from the second step of a sample "
+            f"(recurrent_step0 'none'), but a netx dense_rec layer's first step receives the previous sample's last "
+            f"step, so the .net cannot start it late; if the graph means the literal reading (the recurrent Affine "
+            f"outputs its bias at step 0, as snnTorch computes), pass --recurrent-step0 bias{_ELSEWHERE}"
+        )
+    if len(units) > 1:  # pragma: no cover - the plan gives one unit per (depth, lag)
+        raise UnsupportedNodeError(f"{_what(prog, name)}: fed by {len(units)} bias units; netx can host one")
+
+
+def _always_inside_tap(layer: Dict[str, object], in_hw) -> Optional[tuple]:
+    """A kernel tap (ky, kx) that reads inside the input at every output position, or None."""
+    k_h, k_w = layer["weight"].shape[2:]
+    out = []
+    for axis, (size, k) in enumerate(zip(in_hw, (k_h, k_w))):
+        s_, p_, d_ = (int(layer[q][axis]) for q in ("stride", "padding", "dilation"))
+        n_out = (size + 2 * p_ - d_ * (k - 1) - 1) // s_ + 1
+        ok = [t for t in range(k) if t * d_ - p_ >= 0 and (n_out - 1) * s_ - p_ + t * d_ <= size - 1]
+        if not ok:
+            return None
+        out.append(ok[0])
+    return tuple(out)
+
+
+def _per_channel(prog, name: str, g, w: np.ndarray) -> np.ndarray:
+    """The bias-unit weights of a conv layer as one value per output channel."""
+    C, H, W = g.shape3
+    wc = np.zeros(g.n, dtype=np.int64)
+    wc[:] = w  # the group's order is Lava's (W, H, C)
+    wc = wc.reshape(W, H, C)
+    if not np.all(wc == wc[:1, :1, :]):
+        raise UnsupportedNodeError(
+            f"{_what(prog, name)}: the constant into its synaptic current differs between positions of one channel, "
+            f"which a netx conv kernel cannot deliver from a constant channel{_ELSEWHERE}"
+        )
+    return wc[0, 0, :]
+
+
+def _kernel_channel(prog, name: str, layer: Dict[str, object], in_hw, per_out: np.ndarray) -> None:
+    """Append an input channel to conv ``layer``'s kernel that reads a constant-1 channel with one tap."""
+    if int(layer["groups"]) != 1:
+        raise UnsupportedNodeError(
+            f"{_what(prog, name)}: a grouped convolution cannot read the extra always-on channel that carries the "
+            f"constant into its synaptic current in a .net{_ELSEWHERE}"
+        )
+    tap = _always_inside_tap(layer, in_hw)
+    if tap is None:
+        raise UnsupportedNodeError(
+            f"{_what(prog, name)}: no kernel tap of its convolution stays inside the input at every output position "
+            f"(padding beyond the kernel's reach), so a constant channel cannot carry its bias in a .net{_ELSEWHERE}"
+        )
+    Wk = layer["weight"]
+    extra = np.zeros((Wk.shape[0], 1) + Wk.shape[2:], dtype=np.int64)
+    extra[:, 0, tap[0], tap[1]] = per_out
+    layer["weight"] = np.concatenate([Wk, extra], axis=1)
+
+
+def _bias_from_input(prog, name: str, inp: Dict[str, object], layer: Dict[str, object], g, w: np.ndarray) -> None:
+    """The first layer's bias unit: one more input element (dense) or channel (conv), always 1."""
+    shape = [int(d) for d in inp["shape"]]
+    if layer["type"] == "conv":
+        C, H, W = shape
+        _kernel_channel(prog, name, layer, (H, W), _per_channel(prog, name, g, w))
+        inp["shape"] = np.array([C + 1, H, W])
+        inp["bias_channel"] = "channel"
+    else:
+        n_in = int(np.prod(shape))
+        col = np.zeros((layer["weight"].shape[0], 1), dtype=np.int64)
+        col[np.asarray(g.idx), 0] = w
+        layer["weight"] = np.concatenate([layer["weight"], col], axis=1)
+        inp["shape"] = np.array([n_in + 1])  # the flat input (NIR order) and a last element 1
+        inp["bias_channel"] = "element"
+
+
+def _bias_from_host(prog, name: str, host: Dict[str, object], layer: Dict[str, object], g, w, layers) -> None:
+    """The bias unit as an extra neuron of the layer in front (``host``): no input, bias above its
+    threshold, so it fires at every step (netx resets it to 0, and bias_mant > vThMant lifts it over
+    the threshold again in one step); its outgoing weights are the constants."""
+    vth = int(host["neuron"]["vThMant"])
+    b_host = vth + 1
+    if b_host > BIAS_MANT_MAX:  # pragma: no cover - the quantizer keeps hosts' thresholds below
+        raise NirDeployError(f"{_what(prog, host['node'])}: threshold mantissa {vth} leaves no room for a bias unit")
+    if host["type"] == "conv":
+        if int(host["groups"]) != 1:
+            raise UnsupportedNodeError(
+                f"{_what(prog, name)}: the layer in front ({host['node']!r}) is a grouped convolution, which cannot "
+                f"host the always-on channel that carries the constant into {name!r}'s synaptic current{_ELSEWHERE}"
+            )
+        C, H, W = (int(d) for d in host["shape"])
+        Wk = host["weight"]
+        host["weight"] = np.concatenate([Wk, np.zeros((1,) + Wk.shape[1:], dtype=np.int64)], axis=0)
+        b = host.get("bias")
+        b = np.zeros((W, H, C), dtype=np.int64) if b is None else np.asarray(b, dtype=np.int64)
+        host["bias"] = np.concatenate([b, np.full((W, H, 1), b_host, dtype=np.int64)], axis=2)
+        host["shape"] = np.array([C + 1, H, W])
+        host["bias_host"] = {"channel": C, "neurons": H * W}
+        if layer["type"] == "conv":
+            _kernel_channel(prog, name, layer, (H, W), _per_channel(prog, name, g, w))
+        else:  # flatten in between: NIR (C, H, W) order, the extra channel last; one of its neurons feeds
+            flat = layers[-1]
+            flat["shape"] = np.array([(C + 1) * H * W])
+            cols = np.zeros((layer["weight"].shape[0], H * W), dtype=np.int64)
+            cols[np.asarray(g.idx), 0] = w
+            layer["weight"] = np.concatenate([layer["weight"], cols], axis=1)
+        return
+    n_h = int(host["shape"][0])
+    host["weight"] = np.concatenate([host["weight"], np.zeros((1, host["weight"].shape[1]), dtype=np.int64)], axis=0)
+    if "weight_rec" in host:
+        Wr = np.zeros((n_h + 1, n_h + 1), dtype=np.int64)
+        Wr[:n_h, :n_h] = host["weight_rec"]
+        host["weight_rec"] = Wr
+    b = host.get("bias")
+    b = np.zeros(n_h, dtype=np.int64) if b is None else np.asarray(b, dtype=np.int64)
+    host["bias"] = np.concatenate([b, [b_host]])
+    host["shape"] = np.array([n_h + 1])
+    host["bias_host"] = {"neuron": n_h, "neurons": 1}
+    if layer["type"] == "conv":  # pragma: no cover - netx_layers refuses a dense layer before a conv
+        raise UnsupportedNodeError(f"{_what(prog, name)}: a conv layer after a dense one")
+    col = np.zeros((layer["weight"].shape[0], 1), dtype=np.int64)
+    col[np.asarray(g.idx), 0] = w
+    layer["weight"] = np.concatenate([layer["weight"], col], axis=1)
 
 
 def _output_sources(prog, o: str) -> List[str]:
@@ -234,7 +377,7 @@ def split_readout(fx: FixedNetwork) -> Tuple[List[str], List[str]]:
     last_key = fx.node_groups[last][0] if last is not None else None
     for name in readout:
         for k in fx.node_groups[name]:
-            into = fx.conns_into(k)
+            into = [c for c in fx.conns_into(k) if not _from_bias_unit(fx, c)]  # a bias unit is added on the host
             bases = [fx.base_of(c.src)[0] for c in into]
             if len(into) == 1 and bases == [last_key] and into[0].kind == "dense":
                 continue
@@ -250,8 +393,8 @@ def split_readout(fx: FixedNetwork) -> Tuple[List[str], List[str]]:
 
 
 #: scalar parameters of a readout group (HDF5 attributes) and its arrays (datasets)
-_READOUT_SCALARS = ("key", "node", "weight_exp", "lag", "du", "dv", "vth", "bias_exp", "scale")
-_READOUT_ARRAYS = ("idx", "weight", "bias_mant", "v_scale", "v_offset")
+_READOUT_SCALARS = ("key", "node", "weight_exp", "lag", "du", "dv", "vth", "bias_exp", "scale", "unit_lag")
+_READOUT_ARRAYS = ("idx", "weight", "bias_mant", "v_scale", "v_offset", "unit_weight")
 
 
 def host_readout(fx: FixedNetwork, layers: Optional[List[Dict[str, object]]] = None) -> Optional[Dict[str, object]]:
@@ -283,15 +426,20 @@ def host_readout(fx: FixedNetwork, layers: Optional[List[Dict[str, object]]] = N
     groups = []
     for name in readout:
         for k in fx.node_groups[name]:
-            g, c = fx.groups[k], fx.conns_into(k)[0]
+            g = fx.groups[k]
+            c = [cc for cc in fx.conns_into(k) if not _from_bias_unit(fx, cc)][0]
+            units = [cc for cc in fx.conns_into(k) if _from_bias_unit(fx, cc)]
             W = np.zeros((g.n, src.n), dtype=np.int64)
             W[:, pos] = c.weights
+            # a bias unit into the readout's current: its weights, added on the host from step unit_lag on
+            uw = np.zeros(g.n, dtype=np.int64) if not units else np.asarray(units[0].weights[:, 0], dtype=np.int64)
+            ul = int(fx.lag(units[0])) if units else 0
             groups.append({
                 "key": k, "node": name, "idx": np.asarray(g.idx, dtype=np.int64), "weight": W,
                 "weight_exp": int(c.weight_exp), "lag": int(fx.lag(c)), "du": int(g.du), "dv": int(g.dv),
                 "vth": int(g.vth), "bias_mant": np.asarray(g.bias_mant, dtype=np.int64), "bias_exp": int(g.bias_exp),
                 "scale": float(g.scale), "v_scale": np.asarray(g.v_scale, dtype=np.float64),
-                "v_offset": np.asarray(g.v_offset, dtype=np.float64),
+                "v_offset": np.asarray(g.v_offset, dtype=np.float64), "unit_weight": uw, "unit_lag": ul,
             })  # fmt: skip
     shape = lambda n: [int(d) for d in prog.ops[n].out_shape]  # noqa: E731
     return {
@@ -373,11 +521,24 @@ def write_netx(fx: FixedNetwork, path: str, extra: Optional[Dict[str, object]] =
                 "node": l.get("node"),
                 "shape": [int(s) for s in l["shape"]],
                 **({"scale": float(fx.groups[l["group"]].scale)} if "group" in l else {}),
+                **({"bias_host": l["bias_host"]} if "bias_host" in l else {}),
             }
             for i, l in enumerate(layers)
         ],
         "quantization": fx.profile,
     }
+    if "bias_channel" in layers[0]:
+        desc["bias_input"] = (
+            f"the input carries one more {layers[0]['bias_channel']} than the graph's input, LAST, which must be 1 at "
+            f"every step: it feeds the constant into the first layer's synaptic current (a bias unit)"
+        )
+    hosts = [l["node"] for l in layers if "bias_host" in l]
+    if hosts:
+        desc["bias_units"] = (
+            f"layer(s) {', '.join(map(repr, hosts))} carry extra always-on neurons (bias_host: the last neuron of a "
+            f"dense layer, the last channel of a conv layer) that feed the constant into the next layer's synaptic "
+            f"current; drop them when reading those layers' spikes"
+        )
     if readout is not None:
         desc["host_readout"] = _readout_description(readout)
     if extra:

@@ -71,6 +71,10 @@ def readout_v_int(g: Dict[str, object], spikes: np.ndarray) -> np.ndarray:
     if j < T:
         acc[:, j:] = (s[:, : T - j].reshape(-1, n_chip).astype(np.int64) @ Wn.T).reshape(N, T - j, fg.n)
     a = wrap32(shift(acc, e))
+    uw = np.asarray(g.get("unit_weight", np.zeros(fg.n)), dtype=np.int64)[order]
+    if np.any(uw):  # a bias unit: one spike every step from step unit_lag, weights uw (a second Dense port)
+        jl = int(g.get("unit_lag", 0))
+        a[:, jl:] = wrap32(a[:, jl:] + uw)
     u = np.zeros((N, fg.n), np.int64)
     v = np.zeros((N, fg.n), np.int64)
     out = np.zeros((N, T, fg.n), dtype=np.int32)

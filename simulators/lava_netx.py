@@ -6,9 +6,24 @@ protocol); this is the check that lava-dl's own reader computes the emulator's s
 
 from __future__ import annotations
 
-from typing import Dict
+from typing import Dict, Optional
 
 import numpy as np
+
+
+def _carries_over(desc: Dict[str, object], path: str) -> bool:
+    """True when a dense_rec layer can carry spikes from one sample into the next one in a single netx
+    run: netx has no gate, so its last spikes of sample n reach step 0 of sample n + 1, and a layer
+    driven by a constant (a bias or a bias unit, here or in front) never falls silent."""
+    import h5py
+
+    types = [l.get("type") for l in desc.get("layers", [])]
+    if "dense_rec" not in types:
+        return False
+    if desc.get("bias_input") or desc.get("bias_units"):
+        return True
+    with h5py.File(path, "r") as f:
+        return any("bias" in f["layer"][k] and np.any(f["layer"][k]["bias"][()]) for k in f["layer"])
 
 
 def run_netx(
@@ -16,6 +31,7 @@ def run_netx(
     x: np.ndarray,
     input_message_bits: int = 16,
     progress: bool = False,
+    per_sample: Optional[bool] = None,
 ) -> Dict[str, object]:
     """Run integer inputs x [N, T, *input_shape] (NIR layout) through the netx network at ``path``.
 
@@ -26,7 +42,37 @@ def run_netx(
     the last layer's spikes after the run (``simulators.host_readout.run_host_readout``) and the
     result also holds "host_readout": {"v_int": {group: int32 [N, T, n]}, "v": {node: [N, T, *shape]},
     "outputs": {Output: [N, T, *shape]}}.
+
+    ``per_sample``: run every sample in its own netx run (default: when a dense_rec layer would carry
+    spikes across samples, :func:`_carries_over`; one run otherwise).
     """
+    from exporters.nir_to_netx import read_description, read_host_readout
+
+    desc = read_description(path)
+    x = np.asarray(x)
+    if per_sample is None:
+        per_sample = x.shape[0] > 1 and _carries_over(desc, path)
+    if per_sample and x.shape[0] > 1:
+        parts = [_run_once(path, x[i : i + 1], desc, input_message_bits, progress) for i in range(x.shape[0])]
+        out = {
+            "spikes": [np.concatenate([p["spikes"][i] for p in parts]) for i in range(len(parts[0]["spikes"]))],
+            "network": parts[0]["network"],
+            "build_seconds": sum(p["build_seconds"] for p in parts),
+            "run_seconds": sum(p["run_seconds"] for p in parts),
+            "runs": len(parts),
+        }
+    else:
+        out = _run_once(path, x, desc, input_message_bits, progress)
+    readout = read_host_readout(path)
+    if readout is not None:  # the non-spiking readout, on the host from the chip's output spikes
+        from simulators.host_readout import run_host_readout
+
+        out["host_readout"] = run_host_readout(readout, out["spikes"][-1])
+    return out
+
+
+def _run_once(path: str, x: np.ndarray, desc: Dict[str, object], input_message_bits: int, progress: bool):
+    """One netx run of all samples in ``x``."""
     import tempfile
     import time
 
@@ -37,8 +83,10 @@ def run_netx(
     from lava.magma.core.run_configs import Loihi2SimCfg
     from lava.proc.io.source import RingBuffer
 
-    x = np.asarray(x)
     N, T = x.shape[0], x.shape[1]
+    if desc.get("bias_input"):  # a bias unit of the first layer: one more input channel, always 1
+        x = np.concatenate([x, np.ones((N, T, 1) + x.shape[3:], dtype=x.dtype)], axis=2) if x.ndim == 5 else \
+            np.concatenate([x.reshape(N, T, -1), np.ones((N, T, 1), dtype=x.dtype)], axis=2)
     t0 = time.perf_counter()
     net = Network(net_config=path, reset_interval=T, reset_offset=1, input_message_bits=input_message_bits)
     L = len(net.layers)
@@ -76,12 +124,17 @@ def run_netx(
         full = rec[("s", str(i))]  # [n, total]; layer i handles sample n step k at Lava step n T + k + 2 + i
         seg = full[:, 1 + i : 1 + i + N * T]
         spikes.append(seg.reshape(-1, N, T).transpose(1, 2, 0).astype(bool))
-    out = {"spikes": spikes, "network": str(net), "build_seconds": t1 - t0, "run_seconds": t2 - t1}
-    from exporters.nir_to_netx import read_host_readout
-
-    readout = read_host_readout(path)
-    if readout is not None:  # the non-spiking readout, on the host from the chip's output spikes
-        from simulators.host_readout import run_host_readout
-
-        out["host_readout"] = run_host_readout(readout, spikes[-1])
-    return out
+    # drop the always-on bias-unit neurons a layer hosts for the next one (nir_to_netx._bias_from_host)
+    neuron_layers = [l for l in desc.get("layers", []) if l.get("type") in ("dense", "dense_rec", "conv")]
+    if len(neuron_layers) == L:
+        for i, l in enumerate(neuron_layers):
+            h = l.get("bias_host")
+            if not h:
+                continue
+            if l["type"] == "conv":
+                C1, Hh, Wh = l["shape"]
+                z = spikes[i].reshape(N, T, Wh, Hh, C1)  # Lava's (W, H, C) order
+                spikes[i] = z[..., : C1 - 1].reshape(N, T, -1)
+            else:
+                spikes[i] = spikes[i][:, :, : int(l["shape"][0]) - 1]
+    return {"spikes": spikes, "network": str(net), "build_seconds": t1 - t0, "run_seconds": t2 - t1, "runs": 1}

@@ -23,11 +23,14 @@ pytestmark = pytest.mark.lava
 
 import norse.torch as nt  # noqa: E402
 
+from exporters.nir_to_netx import write_netx  # noqa: E402
 from exporters.torch_to_nir import export_model  # noqa: E402
 from simulators.backends import run  # noqa: E402
+from simulators.emulator import emulate  # noqa: E402
+from simulators.lava_netx import run_netx  # noqa: E402
 from toolchain.data import open_dataset  # noqa: E402
 from toolchain.ir import discretization_of  # noqa: E402
-from toolchain.loihi.plan import constant_inputs, plan_network  # noqa: E402
+from toolchain.loihi.plan import check_integer_inputs, constant_inputs, plan_network  # noqa: E402
 from toolchain.loihi.quantize import quantize  # noqa: E402
 from toolchain.program import lower  # noqa: E402
 
@@ -87,12 +90,17 @@ def _agreement(a, b):
 
 
 @pytest.fixture(scope="module", params=["linear-bn", "conv-bn", "recurrent-li"])
-def norse_runs(request):
+def norse_runs(request, tmp_path_factory):
     m, shape = _norse_model(request.param)
     g = export_model(m, input_shape=shape)
     prog = lower(g, discretization_of(g))
     x = _default_data(shape)
     res = {b: run(b, prog, x) for b in ("reference", "lava-float", "emulator", "lava-fixed")}
+    # the .net: what `nirdeploy deploy` writes, run in lava-dl netx
+    fx = quantize(prog)
+    path = tmp_path_factory.mktemp("bias") / f"{request.param}.net"
+    desc = write_netx(fx, str(path))
+    res["netx"] = (fx, desc, run_netx(str(path), x), emulate(fx, check_integer_inputs(prog, x), record_v=True))
     return request.param, prog, x, res
 
 
@@ -121,6 +129,28 @@ def test_norse_biased_patterns_lava_fixed_equals_emulator(norse_runs):
     for o, v in res["emulator"].outputs.items():
         assert np.array_equal(res["lava-fixed"].outputs[o], v)
     assert _agreement(res["reference"], res["emulator"]) > 0.9  # quantization moves few spikes
+
+
+def test_norse_biased_patterns_netx_equals_emulator(norse_runs):
+    """The .net carries the bias unit as an always-on input element/channel (first layer) or an extra
+    neuron/channel of the layer in front; lava-dl netx computes the emulator's spikes."""
+    kind, prog, x, res = norse_runs
+    fx, desc, got, emu = res["netx"]
+    layers = [l for l in desc["layers"] if l["type"] not in ("input", "flatten")]
+    assert desc.get("bias_input"), "the first layer's constant needs the always-on input"
+    if kind != "recurrent-li":
+        assert [l["node"] for l in layers if "bias_host" in l], "the second layer's constant needs a host neuron"
+    for i, l in enumerate(layers):
+        g = fx.groups[fx.node_groups[l["node"]][0]]
+        z = emu["spikes"][g.key]  # NIR order; netx conv layers are in Lava's (W, H, C) order
+        z = z[:, :, g.idx] if l["type"] == "conv" else z
+        assert z.any() and np.array_equal(got["spikes"][i], z), (kind, l["node"])
+    if kind == "recurrent-li":  # the LICell readout (with its bias unit) runs on the host
+        assert desc.get("host_readout") and got["runs"] == N_SAMPLES  # dense_rec driven by a bias: one run per sample
+        for k, v in got["host_readout"]["v_int"].items():
+            assert np.array_equal(v, emu["v"][k])
+        for o, v in got["host_readout"]["outputs"].items():
+            assert np.array_equal(v, res["emulator"].outputs[o])
 
 
 # --------------------------------------------------------------------------- biased recurrent edges

@@ -155,7 +155,12 @@ def _quantize_plan(
         by_dst.setdefault(c.dst, []).append(c)
     # a .net has no separate bias unit: it becomes an extra neuron of the layer one step in front
     # (exporters/nir_to_netx.py), which spikes every step only if bias_mant > vth_mant there
-    unit_depths = {g.depth for g in plan.groups.values() if g.role == "bias" and not g.gate}
+    unit_depths = {
+        plan.groups[c.src].depth
+        for c in plan.conns
+        if plan.groups.get(c.src) is not None and plan.groups[c.src].role == "bias"
+        and not plan.groups[c.src].gate and plan.groups[c.dst].spiking  # a readout's constant is added on the host
+    }
     hosts = set()
     if profile == "netx":
         hosts = {k for k, g in plan.groups.items() if g.role == "neuron" and g.spiking and g.depth in unit_depths}
