@@ -126,7 +126,7 @@ def decay_int(d: float, what: str, current: bool) -> int:
     if not np.isfinite(d) or d < -1e-12 or d > 1 + 1e-12:
         raise UnsupportedNodeError(
             f"{what}: its {'current' if current else 'voltage'} decay per step is {d:.6g}, outside [0, 1]; "
-            f"Loihi's 12-bit decays express only factors between 0 and 1"
+            f"Loihi's 12-bit decays express only factors between 0 and 1; lava-float and the reference run the graph as it is"
         )
     q = int(np.clip(np.rint(d * DECAY_UNITY), 0, DECAY_UNITY))
     return q - 1 if current else q

@@ -411,7 +411,7 @@ def plan_network(program: Program, n_samples: int, n_steps: int, use_conv: bool 
             if ops[S].kind == "neuron" and not ops[S].ssm.spiking:
                 raise UnsupportedNodeError(
                     f"node {S!r} ({ops[S].type}) is non-spiking but feeds neuron layer {name!r}; "
-                    f"Lava's LIF can send only spikes to other layers"
+                    f"Lava's LIF can send only spikes to other layers; the reference backend runs the graph as it is"
                 )
         consts = constant_inputs(program, name)
         b_in = consts.pop(0)
@@ -514,7 +514,8 @@ def plan_network(program: Program, n_samples: int, n_steps: int, use_conv: bool 
                 if r < 0:
                     raise UnsupportedNodeError(
                         f"recurrent edge from {S!r} into {name!r}: {S!r} runs {depth[S] - dN} Lava step(s) after "
-                        f"{name!r}, so its spikes cannot arrive one step later as the model requires"
+                        f"{name!r}, so its spikes cannot arrive one step later as the model requires; the reference backend runs the graph "
+                        f"as it is"
                     )
                 if j > 0:
                     for gk in node_groups[S]:

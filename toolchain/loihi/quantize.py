@@ -181,7 +181,7 @@ def _quantize_plan(
                 if g.vth < 0:
                     raise UnsupportedNodeError(
                         f"{what}: its threshold lies {-g.vth:.6g} below its reset value; Loihi's threshold "
-                        f"mantissa is unsigned"
+                        f"mantissa is unsigned; lava-float and the reference run the graph as it is"
                     )
                 if g.vth > 0:
                     lim = VTH_MANT_LIMIT_GATED if g.gate else VTH_MANT_LIMIT
