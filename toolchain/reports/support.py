@@ -248,28 +248,32 @@ def patterns() -> List[Pattern]:
 
     P = Pattern
     conv_in = (2, 6, 6)
+    # fmt: off
     return [
         # --- linear layers, each into a one-state LIF (a bias there goes onto the voltage)
         P("linear", "`nn.Linear` (bias) → `LIFBoxCell`", lambda: _seq(_linear(), _lifbox())),
         P("linear_nobias", "`nn.Linear(bias=False)` → `LIFBoxCell`", lambda: _seq(_linear(bias=False), _lifbox())),
         P("conv2d", "`nn.Conv2d` (stride 2, padding, dilation 2, groups 2) → `LIFBoxCell`",
           lambda: _seq(torch.nn.Conv2d(2, 4, 3, stride=2, padding=2, dilation=2, groups=2), _lifbox(),
-                       input_shape=conv_in)),  # fmt: skip
-        P("conv1d", "`nn.Conv1d` → `LIFBoxCell`", lambda: _seq(torch.nn.Conv1d(2, 3, 3), _lifbox(), input_shape=(2, 8))),
+                       input_shape=conv_in)),
+        P("conv1d", "`nn.Conv1d` → `LIFBoxCell`",
+          lambda: _seq(torch.nn.Conv1d(2, 3, 3), _lifbox(), input_shape=(2, 8))),
         P("flatten", "`nn.Conv2d` → `LIFBoxCell` → `nn.Flatten` → `nn.Linear` → `LIFBoxCell`",
           lambda: _seq(*_conv_layers(), torch.nn.Flatten(), _linear(144, 3), _lifbox(), input_shape=conv_in)),
         P("avgpool", "`nn.AvgPool2d` between conv layers",
           lambda: _seq(*_conv_layers(torch.nn.AvgPool2d(2)), torch.nn.Conv2d(4, 4, 3, padding=1), _lifbox(),
-                       input_shape=conv_in)),  # fmt: skip
+                       input_shape=conv_in)),
         P("sumpool", "sum pooling (`exporters.layers.SumPool2d`) → `nn.Flatten` → `nn.Linear`",
-          lambda: _seq(*_conv_layers(SumPool2d(2)), torch.nn.Flatten(), _linear(36, 3), _lifbox(), input_shape=conv_in)),
+          lambda: _seq(*_conv_layers(SumPool2d(2)), torch.nn.Flatten(), _linear(36, 3), _lifbox(),
+                       input_shape=conv_in)),
         P("lppool", "`nn.LPPool2d(1, k)` (sum pooling) between conv layers",
           lambda: _seq(*_conv_layers(torch.nn.LPPool2d(1, 2)), torch.nn.Conv2d(4, 4, 3, padding=1), _lifbox(),
-                       input_shape=conv_in)),  # fmt: skip
+                       input_shape=conv_in)),
         P("batchnorm1d", "`nn.Linear` → `nn.BatchNorm1d` → `LIFBoxCell`",
           lambda: _seq(_linear(), _bn(torch.nn.BatchNorm1d(3)), _lifbox())),
         P("batchnorm2d", "`nn.Conv2d` → `nn.BatchNorm2d` → `LIFBoxCell`",
-          lambda: _seq(torch.nn.Conv2d(2, 4, 3, padding=1), _bn(torch.nn.BatchNorm2d(4)), _lifbox(), input_shape=conv_in)),
+          lambda: _seq(torch.nn.Conv2d(2, 4, 3, padding=1), _bn(torch.nn.BatchNorm2d(4)), _lifbox(),
+                       input_shape=conv_in)),
         P("residual", "residual `a + b` (conv → LIF → conv, plus a 1×1 conv shortcut from the input)", _residual),
         # --- norse neurons
         P("iaf", "`nn.Linear` (bias) → `IAFCell`",
@@ -280,8 +284,10 @@ def patterns() -> List[Pattern]:
           lambda: _seq(_linear(bias=False), _bn(torch.nn.BatchNorm1d(3)), _lif())),
         P("lifrec", "`LIFRecurrentCell`", lambda: _recurrent(False)),
         P("lifrec_bias", "`nn.Linear` (bias) → `LIFRecurrentCell`", lambda: _recurrent(True)),
-        P("libox", "… → `nn.Linear(bias=False)` → `LIBoxCell` readout", lambda: _readout(nt.LIBoxCell(dt=DT), False)),
-        P("libox_bias", "… → `nn.Linear` (bias) → `LIBoxCell` readout", lambda: _readout(nt.LIBoxCell(dt=DT), True)),
+        P("libox", "… → `nn.Linear(bias=False)` → `LIBoxCell` readout",
+          lambda: _readout(nt.LIBoxCell(dt=DT), False)),
+        P("libox_bias", "… → `nn.Linear` (bias) → `LIBoxCell` readout",
+          lambda: _readout(nt.LIBoxCell(dt=DT), True)),
         P("li", "… → `nn.Linear(bias=False)` → `LICell` readout", lambda: _readout(nt.LICell(dt=DT), False)),
         P("li_bias", "… → `nn.Linear` (bias) → `LICell` readout", lambda: _readout(nt.LICell(dt=DT), True)),
         # --- graphs written elsewhere (no metadata: run with --dt)
@@ -295,6 +301,7 @@ def patterns() -> List[Pattern]:
         P("nir_rec_bias", "recurrent CubaLIF whose recurrent Affine has a bias", _nir_recurrent_bias, "nir"),
         P("nir_subtract", "LIF with reset by subtraction (metadata `reset: subtract`)", _nir_subtract, "nir"),
     ]
+    # fmt: on
 
 
 # --------------------------------------------------------------------------- probes
@@ -350,7 +357,9 @@ def plan_notes(plan) -> List[str]:
     program = plan.program
     notes: List[str] = []
     groups = list(plan.groups.values())
-    if any(g.role == "bias" for g in groups):
+    # a bias unit (an always-on neuron or input channel whose weights are the biases): a group with
+    # role "bias", or a group / input whose key says so
+    if any(g.role == "bias" or "bias" in g.key for g in groups) or any("bias" in k for k in plan.inputs):
         notes.append("bias unit")
     if any(c.kind == "conv" for c in plan.conns):
         notes.append("Lava Conv")
@@ -431,8 +440,6 @@ def probe_emulator(program) -> Cell:
     return Cell(True, tuple(n for n in _fixed_notes(program, fx) if n != "Lava Conv"))  # it emulates the Conv
 
 
-#: keys of the ``.net`` description that say part of the model runs on the host
-HOST_KEYS = ("host_readout", "host_ops", "host")
 
 
 def probe_netx(program) -> Cell:
@@ -448,7 +455,7 @@ def probe_netx(program) -> Cell:
             kinds.append(layer["type"])
     notes = [" + ".join(kinds)] if kinds else []
     notes += [n for n in _fixed_notes(program, fx) if n == "bias unit" or n.endswith("folded into the next layer")]
-    if any(desc.get(k) for k in HOST_KEYS):
+    if any(v for k, v in desc.items() if k.startswith("host")):  # e.g. "host_readout": part of it runs on the host
         notes.append("host readout")
     return Cell(True, tuple(notes))
 
@@ -581,16 +588,19 @@ def render(rows: Sequence[Row], columns: Sequence[Column] = COLUMNS) -> str:
 
 
 LEGEND = """\
-Generated by `make readme` (`python -m toolchain.reports.support --write README.md`), which builds
-each row (a small model exported with `exporters/torch_to_nir.py`, or a graph written with nir's
-API) and runs each column's own code path on it, without Lava: the reference simulates it, the
-emulator quantizes and runs it, Lava float plans its processes (`plan_network`), Lava fixed
-quantizes it, `.net` writes it. "yes (...)" adds what the plan, the quantized network or the
-`.net` shows; "refused: ..." is the gist of the one-line error those commands print (exit status
-2); `python -m toolchain.reports.support --full` prints every refusal in full. The norse rows
-use the euler scheme their export records; the rows below them run as a graph from another tool
-does (exact scheme, current input); a "…" row ends a `Linear → LIFBoxCell` network with the named
-readout. Inputs are event counts; Lava and the emulator need integers.
+Generated from the code by `make readme` (`python -m toolchain.reports.support --write README.md`;
+`tests/test_support_table.py` fails when this copy is stale). Each row is a small model exported
+with `exporters/torch_to_nir.py` (BatchNorm is folded into the layer before it, so the NIR column
+shows none) or a graph written with nir's API; each column runs its own code path on it without
+starting Lava: the reference simulates it, the emulator quantizes and runs it, Lava float plans its
+processes, Lava fixed quantizes it, `.net` writes the file. `yes (...)` adds what the plan, the
+fixed-point network or the `.net` shows; `refused: ...` is the gist of the one-line error the
+command prints (exit status 2; `python -m toolchain.reports.support --full` prints them whole). A
+`…` row ends a `Linear → LIFBoxCell` network with the named readout. Graphs from other tools run
+with `--dt` as the exact scheme with current input (`--scheme`, `--input-convention` change that,
+`--source-dt` retimes them); a two-state neuron under the exact scheme is not Loihi's CUBA form and
+is projected onto it (the error is that of v's impulse response). Lava and the emulator take
+integer event counts.
 """
 
 
