@@ -6,7 +6,7 @@ PY    := $(VENV)/bin/python
 STAMP := $(VENV)/.nirdeploy-installed
 OUT   ?= demo_out
 
-.PHONY: venv demo test test-ordered test-fast bench lock clean-venv
+.PHONY: venv demo test test-ordered test-fast bench readme lock clean-venv
 
 venv: $(STAMP)
 
@@ -38,6 +38,12 @@ test-ordered: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m benchmarks.run
+
+# Regenerate README.md's supported-layers table by probing every pattern on every backend's code
+# path (toolchain/reports/support.py; no Lava, a few seconds); tests/test_support_table.py fails
+# when the README's table differs from what the code does now.
+readme: $(STAMP)
+	$(PY) -m toolchain.reports.support --write README.md
 
 # Regenerate the lock file from the current venv (after changing pyproject.toml).
 lock: $(STAMP)
