@@ -8,6 +8,8 @@ NIR stores continuous-time parameters and no timestep. A graph written by nirdep
     input_convention          "current" (a count is a current held for the bin) or
                               "impulse" (a count is a Dirac impulse: B = Bc)
     reset                     "value" (v <- v_reset, NIR's rule) or "subtract" (v <- v - v_th)
+    reset_delay               with "subtract": true for snnTorch's one-step-late subtraction
+                              (v <- v - v_th / a22, docs/discretization.md); default false
     v_init                    initial membrane potential: "zero", "v_leak" or "v_reset"
     node_conventions          per-node overrides of input_convention / v_init
     source_framework(_version) who trained it
@@ -67,6 +69,7 @@ class Discretization:
     reset: str = "value"
     v_init: str = "zero"
     node_conventions: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    reset_delay: bool = False
 
     def __post_init__(self):
         if not np.isfinite(self.dt) or self.dt <= 0:
@@ -74,6 +77,8 @@ class Discretization:
         _check_choice("scheme", self.scheme, SCHEMES)
         _check_choice("input convention", self.input_convention, CONVENTIONS)
         _check_choice("reset", self.reset, RESETS)
+        if not isinstance(self.reset_delay, (bool, np.bool_)):
+            raise NirDeployError(f"reset_delay must be true or false, got {self.reset_delay!r}")
         _check_choice("v_init", self.v_init, V_INITS)
         for node, conv in self.node_conventions.items():
             if "input_convention" in conv:
@@ -95,6 +100,7 @@ class Discretization:
             reset=self.reset,
             v_init=self.v_init,
             node_conventions=copy.deepcopy(dict(self.node_conventions)),
+            reset_delay=self.reset_delay,
         )
         d.update(kw)
         return Discretization(**d)
@@ -105,6 +111,7 @@ class Discretization:
             "scheme": self.scheme,
             "input_convention": self.input_convention,
             "reset": self.reset,
+            "reset_delay": bool(self.reset_delay),
             "v_init": self.v_init,
             "node_conventions": {k: dict(v) for k, v in self.node_conventions.items()},
         }
@@ -119,6 +126,9 @@ class Discretization:
         conv = meta.get("node_conventions") or {}
         if not isinstance(conv, Mapping) or not all(isinstance(v, Mapping) for v in conv.values()):
             raise NirDeployError("metadata node_conventions must map node names to {input_convention, v_init}")
+        delay = meta.get("reset_delay", False)
+        if not isinstance(delay, bool):
+            raise NirDeployError(f"metadata reset_delay must be true or false, got {delay!r}")
         return cls(
             dt=float(dt),
             scheme=str(meta.get("scheme", "exact")),
@@ -126,6 +136,7 @@ class Discretization:
             reset=str(meta.get("reset", "value")),
             v_init=str(meta.get("v_init", "zero")),
             node_conventions={k: dict(v) for k, v in conv.items()},
+            reset_delay=delay,
         )
 
 
@@ -140,6 +151,7 @@ def discretization_of(
     scheme: Optional[str] = None,
     input_convention: Optional[str] = None,
     reset: Optional[str] = None,
+    reset_delay: Optional[bool] = None,
 ) -> Discretization:
     """The discretization to simulate ``graph`` with.
 
@@ -166,6 +178,8 @@ def discretization_of(
         }
     if reset is not None:
         kw["reset"] = reset
+    if reset_delay is not None:
+        kw["reset_delay"] = bool(reset_delay)
     return base.replace(**kw) if kw else base
 
 
