@@ -35,7 +35,14 @@ the current is memoryless (``du = 1``) and exact iff the ``i[k-1]`` term vanishe
 is then a reset to ``v_off``. One Lava process has one ``vth``: :func:`split_groups` gives one
 group per distinct ``(du, dv)`` and folds per-neuron thresholds into the input scale and bias.
 
-Refused (:class:`UnsupportedNodeError`, naming the node): reset by subtraction, an initial
+Reset by subtraction (``ssm.v_subtract``): Lava's LIF has none, so the form carries ``v_sub``
+(the amount in Lava units; a subtraction is a difference of voltages, so the ``v_offset`` shift
+leaves it unchanged, and :func:`split_groups` scales it with the threshold normalization like
+``scale`` and ``bias``) and the backends run ``simulators/lava_subtract.py``'s
+``LIFSubtractReset``. Such a layer has no reset value, so ``v_offset`` is its initial v (where
+Lava's window reset puts it) and ``vth`` is measured from there.
+
+Refused (:class:`UnsupportedNodeError`, naming the node): an initial
 ``v`` other than ``v_reset`` on a spiking layer, a constant bias into a remembered current, and
 two-state matrices that break the CUBA tie. A later least-squares projection will replace the
 last refusal; :class:`CubaForm` already carries its ``error`` (0.0 for exact mappings).
@@ -72,6 +79,9 @@ class CubaForm:
     exact: bool = True
     error: float = 0.0  # relative error of the projection onto the CUBA form (0.0 when exact)
     notes: List[str] = field(default_factory=list)
+    #: [N] reset by subtraction: v_lava -= v_sub on a spike (Lava units, unaffected by the v_offset
+    #: shift); None: Lava's reset to 0 (v_reset)
+    v_sub: Optional[np.ndarray] = None
 
     @property
     def n(self) -> int:
@@ -94,6 +104,7 @@ class CubaGroup:
     bias: np.ndarray  # [n]
     v_scale: np.ndarray  # [n] v_nir = v_lava / v_scale + v_offset
     v_offset: np.ndarray  # [n]
+    v_sub: Optional[np.ndarray] = None  # [n] reset by subtraction (Lava units, normalization folded in)
 
     @property
     def n(self) -> int:
@@ -201,11 +212,7 @@ def cuba_form(
             raise NirDeployError(f"{what}: its {nm} contains NaN or infinity")
 
     spiking = ssm.v_threshold is not None
-    if spiking and ssm.reset == "subtract":
-        raise UnsupportedNodeError(
-            f"{what} resets by subtraction (v <- v - v_threshold), but Lava's LIF resets v to a fixed value; "
-            f"export it with reset 'value'"
-        )
+    subtract = spiking and ssm.v_subtract is not None
 
     proj_error = 0.0
     if ssm.n_states == 1:
@@ -271,7 +278,12 @@ def cuba_form(
         raise UnsupportedNodeError(f"{what}: {ssm.n_states}-state neurons have no CUBA form")
 
     v0 = x0[:, -1]
-    if spiking:
+    v_sub = None
+    if subtract:  # no reset value: shift v so that it starts at 0 (where the window reset puts it)
+        v_sub = np.broadcast_to(np.asarray(ssm.v_subtract, dtype=np.float64), (n,)).copy()
+        v_off = v0.copy()
+        vth = np.asarray(ssm.v_threshold, dtype=np.float64).reshape(n) - v_off
+    elif spiking:
         v_reset = np.broadcast_to(np.asarray(ssm.v_reset, dtype=np.float64), (n,))
         if not np.all(v0 == v_reset):
             k = int(np.flatnonzero(v0 != v_reset)[0])
@@ -295,6 +307,7 @@ def cuba_form(
         vth=vth,
         v_offset=v_off,
         v_scale=np.ones(n),
+        v_sub=v_sub,
         u_scale=np.asarray(u_scale, dtype=np.float64),
         exact=proj_error == 0.0,
         error=proj_error,
@@ -348,6 +361,7 @@ def _group(form: CubaForm, idx, du, dv, vth, lam) -> CubaGroup:
         bias=form.bias[idx] * lam,
         v_scale=form.v_scale[idx] * lam,
         v_offset=form.v_offset[idx].copy(),
+        v_sub=None if form.v_sub is None else form.v_sub[idx] * lam,
     )
 
 
@@ -369,7 +383,7 @@ def simulate_cuba(groups: List[CubaGroup], n: int, u: np.ndarray) -> Tuple[np.nd
             U = U * (1 - g.du) + g.scale * u[k, g.idx]
             V = V * (1 - g.dv) + U + g.bias
             z = V > g.vth
-            V = np.where(z, 0.0, V)
+            V = np.where(z, 0.0 if g.v_sub is None else V - g.v_sub, V)
             v_out[k, g.idx] = V / g.v_scale + g.v_offset
             z_out[k, g.idx] = z
     return v_out, (z_out if spiking else None)
@@ -387,8 +401,8 @@ def simulate_ssm(ssm: NeuronSSM, u: np.ndarray) -> Tuple[np.ndarray, Optional[np
         x = np.einsum("nij,nj->ni", ssm.A, x) + ssm.B * u[k][:, None] + ssm.c
         if ssm.v_threshold is not None:
             z = x[:, -1] > ssm.v_threshold
-            if ssm.reset == "subtract":
-                x[:, -1] = np.where(z, x[:, -1] - ssm.v_threshold, x[:, -1])
+            if ssm.v_subtract is not None:
+                x[:, -1] = np.where(z, x[:, -1] - ssm.v_subtract, x[:, -1])
             else:
                 x[:, -1] = np.where(z, ssm.v_reset, x[:, -1])
             z_out[k] = z
