@@ -23,7 +23,8 @@ into the following layer (netx has no pool layer; ``toolchain/passes/fold_poolin
 usual cases), residual/skip connections and layers with several inputs, non-spiking layers (a
 netx layer sends spikes), layers whose neurons have several time constants (one iDecay/vDecay
 per netx layer), linear layers after the last neuron layer, recurrence other than a layer onto
-itself, and weight or bias exponents other than netx's (0 and 6).
+itself, weight or bias exponents other than netx's (0 and 6), and reset by subtraction (netx's
+CUBA neuron resets v to zero).
 
 Running the artifact (``simulators/lava_netx.py``: :func:`run_netx`)::
 
@@ -61,8 +62,20 @@ def _what(program, node) -> str:
     return f"node {node!r} ({program.ops[node].type})"
 
 
+def refuse_subtraction(fx: FixedNetwork) -> None:
+    """A layer that resets by subtraction has no netx form: refuse it in one line, naming the node."""
+    for g in fx.groups.values():
+        if g.role == "neuron" and g.v_sub is not None:
+            raise UnsupportedNodeError(
+                f"{_what(fx.program, g.node)} resets by subtraction (v <- v - amount on a spike), but netx's CUBA neuron "
+                f"resets v to zero, so a .net cannot express it; run it on lava-float, lava-fixed or the emulator "
+                f"instead, or re-export the graph with reset 'value' if it was trained that way"
+            )
+
+
 def netx_layers(fx: FixedNetwork) -> List[Dict[str, object]]:
     """The netx layer list of ``fx`` (dicts of datasets), or UnsupportedNodeError naming the node."""
+    refuse_subtraction(fx)
     prog = fx.program
     for name in prog.order:
         op = prog.ops[name]
