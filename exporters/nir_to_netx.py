@@ -23,7 +23,7 @@ into the following layer (netx has no pool layer; ``toolchain/passes/fold_poolin
 usual cases), residual/skip connections and layers with several inputs, layers whose neurons
 have several time constants (one iDecay/vDecay per netx layer), linear layers after the last
 neuron layer, recurrence other than a layer onto itself, and weight or bias exponents other than
-netx's (0 and 6); each refusal says that the emulator backend runs the graph as it is.
+netx's (0 and 6), and reset by subtraction (netx's CUBA neuron resets v to zero); each refusal says that the emulator backend runs the graph as it is.
 
 Non-spiking readout layers (LI, CubaLI: norse's ``LICell`` / ``LIBoxCell`` head) cannot be netx
 layers (a netx layer sends spikes); they run on the host from the chip's output spikes
@@ -37,6 +37,14 @@ the last spiking layer alone through one Dense. Their integers are stored in the
     /nirdeploy/readout/groups/i   attrs key, node, du, dv, vth, bias_exp, scale, weight_exp, lag;
                                   datasets idx, weight [n, n_chip] (netx's column order), bias_mant,
                                   v_scale, v_offset
+
+Constants into a synaptic current (bias units, ``toolchain/loihi/plan.py``) have no separate unit in
+a ``.net``: the first layer's unit is one more input element (dense) or channel (conv) that must be
+1 at every step (the description's ``bias_input``; ``run_netx`` appends it), a deeper layer's unit
+is an extra neuron (dense) or channel (conv) of the layer in front, with no input and a bias above
+its threshold, so that it fires at every step (``bias_host`` in the description; ``run_netx`` drops
+those neurons from the recorded spikes). A constant that starts late (a recurrent bias read with
+``recurrent_step0 = "none"``) is refused: netx's dense_rec has no gate.
 
 Running the artifact (``simulators/lava_netx.py``: :func:`run_netx`)::
 
@@ -78,8 +86,20 @@ def _what(program, node) -> str:
     return f"node {node!r} ({program.ops[node].type})"
 
 
+def refuse_subtraction(fx: FixedNetwork) -> None:
+    """A layer that resets by subtraction has no netx form: refuse it in one line, naming the node."""
+    for g in fx.groups.values():
+        if g.role == "neuron" and g.v_sub is not None:
+            raise UnsupportedNodeError(
+                f"{_what(fx.program, g.node)} resets by subtraction (v <- v - amount on a spike), but netx's CUBA neuron "
+                f"resets v to zero, so a .net cannot express it; run it on lava-float, lava-fixed or the emulator "
+                f"instead, or re-export the graph with reset 'value' if it was trained that way"
+            )
+
+
 def netx_layers(fx: FixedNetwork) -> List[Dict[str, object]]:
     """The netx layer list of ``fx`` (dicts of datasets), or UnsupportedNodeError naming the node."""
+    refuse_subtraction(fx)
     prog = fx.program
     for name in prog.order:
         op = prog.ops[name]

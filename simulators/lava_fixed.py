@@ -74,6 +74,7 @@ def build_fixed(fx, plan, x: np.ndarray, workdir: str, record_v: bool = False, c
     W = plan.window
     total = plan.total_steps
     procs: Dict[str, object] = {}
+    sub_models: Dict[object, type] = {}  # LIFSubtractReset processes -> their model
     for key, pin in plan.inputs.items():
         procs[key] = Source(data=input_data(plan, pin, x.astype(np.float64)).astype(np.int32))
     for key, g in fx.groups.items():
@@ -89,6 +90,12 @@ def build_fixed(fx, plan, x: np.ndarray, workdir: str, record_v: bool = False, c
         )
         if g.role == "relay":
             procs[key] = LIF(**common)
+        elif g.v_sub is not None:  # reset by subtraction: nirdeploy's own process
+            from simulators.lava_subtract import LIFSubtractReset, PyLifSubtractResetModelBitAcc
+
+            procs[key] = LIFSubtractReset(**common, v_sub=g.v_sub.astype(np.int32), reset_interval=W,
+                                          reset_offset=(1 + g.depth) % W)  # fmt: skip
+            sub_models[procs[key]] = PyLifSubtractResetModelBitAcc  # exception_proc_model_map is keyed by instance
         else:
             procs[key] = LIFReset(**common, reset_interval=W, reset_offset=(1 + g.depth) % W)
         if pg.gate:
@@ -99,6 +106,7 @@ def build_fixed(fx, plan, x: np.ndarray, workdir: str, record_v: bool = False, c
     layers = [(k, g.n, g.spiking, plan.groups[k].record_v or record_v or not g.spiking)
               for k, g in fx.groups.items() if g.role == "neuron"]
     recordings, models = attach_recorders(procs, layers, workdir, total, PyVarRecorderFixedModel)
+    models.update(sub_models)
     root = procs[next(iter(fx.groups))]
     return LavaNetwork(
         root=root, processes=procs, recordings=recordings, models=models, chunk=chunk or chunk_size(total)

@@ -33,12 +33,18 @@ def build_float(
     W = plan.window
     total = plan.total_steps
     procs: Dict[str, object] = {}
+    sub_models: Dict[object, type] = {}  # LIFSubtractReset processes -> their model
     for key, pin in plan.inputs.items():
         procs[key] = Source(data=input_data(plan, pin, x))
     for key, g in plan.groups.items():
         common = dict(shape=(g.n,), du=g.du, dv=g.dv, vth=g.vth, bias_mant=g.bias.copy(), name=key)
         if g.role == "relay":  # memoryless: no reset needed
             procs[key] = LIF(**common)
+        elif g.v_sub is not None:  # reset by subtraction: nirdeploy's own process
+            from simulators.lava_subtract import LIFSubtractReset, PyLifSubtractResetModelFloat
+
+            procs[key] = LIFSubtractReset(**common, v_sub=g.v_sub.copy(), reset_interval=W, reset_offset=(1 + g.depth) % W)
+            sub_models[procs[key]] = PyLifSubtractResetModelFloat  # exception_proc_model_map is keyed by instance
         else:
             procs[key] = LIFReset(**common, reset_interval=W, reset_offset=(1 + g.depth) % W)
         if g.gate:
@@ -48,6 +54,7 @@ def build_float(
     connect_synapses(procs, plan.conns, {k: g.n for k, g in plan.groups.items()})
     layers = [(k, g.n, g.spiking, g.record_v or record_v) for k, g in plan.groups.items() if g.role == "neuron"]
     recordings, models = attach_recorders(procs, layers, workdir, total, PyVarRecorderFloatModel)
+    models.update(sub_models)
     root = procs[next(iter(plan.groups))]
     return LavaNetwork(
         root=root, processes=procs, recordings=recordings, models=models, chunk=chunk or chunk_size(total)

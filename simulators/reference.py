@@ -28,7 +28,7 @@ class _NeuronState:
         self.c = t(ssm.c)
         self.th = None if ssm.v_threshold is None else t(ssm.v_threshold)
         self.v_reset = t(ssm.v_reset)
-        self.subtract = ssm.reset == "subtract"
+        self.v_sub = None if ssm.v_subtract is None else t(ssm.v_subtract)
         if self.s == 2 and bool(torch.any(self.A[:, 0, 1] != 0)):
             raise ValueError("two-state neuron with a non lower-triangular A")
         self.x = t(ssm.x0).unsqueeze(0).repeat(batch, 1, 1)  # [B, N, s]
@@ -47,8 +47,8 @@ class _NeuronState:
         z = None
         if self.th is not None:
             z = v > self.th
-            if self.subtract:
-                v = torch.where(z, v - self.th, v)
+            if self.v_sub is not None:
+                v = torch.where(z, v - self.v_sub, v)
             else:
                 v = torch.where(z, self.v_reset.expand_as(v), v)
             new[-1] = v

@@ -154,7 +154,7 @@ def test_norse_biased_patterns_netx_equals_emulator(norse_runs):
 
 
 # --------------------------------------------------------------------------- biased recurrent edges
-def _recurrent_graph(rng, n_in=6, n=8):
+def _recurrent_graph(rng, n_in=6, n=8, shared_taus=False):
     """nir's own API, no metadata: Input -> Affine -> CubaLIF, CubaLIF -> Affine(bias) -> CubaLIF."""
     w_in = rng.normal(0, 1.2, (n, n_in))
     b_in = rng.normal(0.1, 0.2, n)
@@ -162,6 +162,8 @@ def _recurrent_graph(rng, n_in=6, n=8):
     b_rec = rng.uniform(0.6, 1.5, n)  # a large recurrent bias: the step-0 reading changes spikes
     tau_syn = rng.uniform(4e-3, 8e-3, n)
     tau_mem = rng.uniform(8e-3, 2e-2, n)
+    if shared_taus:  # one time constant per layer: one netx layer
+        tau_syn, tau_mem = np.full(n, tau_syn[0]), np.full(n, tau_mem[0])
     lif = nir.CubaLIF(
         tau_syn=tau_syn, tau_mem=tau_mem, r=np.ones(n), v_leak=np.zeros(n), v_threshold=np.full(n, 0.25),
         w_in=tau_syn.copy(), v_reset=np.zeros(n),
@@ -266,3 +268,38 @@ def test_bias_unit_quantization_and_count():
     for u in units:  # one spike every step: v = bias_mant << bias_exp > vth << 6 from the zero state
         assert u.n == 1 and int(u.bias_eff[0]) > (u.vth << 6)
         assert u.du == 4095 and u.dv == 4096
+
+
+# --------------------------------------------------------------------------- the CLI
+def _cli(*args, cwd):
+    import subprocess
+
+    repo = Path(__file__).resolve().parents[1]
+    env = {"PYTHONPATH": str(repo), "PATH": "/usr/bin:/bin"}
+    return subprocess.run([sys.executable, "-m", "toolchain.cli.main", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+
+
+def test_cli_recurrent_step0_simulate_and_deploy(tmp_path, recurrent_case):
+    graph, params, x = recurrent_case
+    f = tmp_path / "rec.nir"
+    nir.write(str(f), graph)  # nir's own writer: no metadata
+    np.save(tmp_path / "x.npy", x[0])
+    common = ["--dt", "1e-3", "--scheme", "euler", "--input-convention", "impulse"]
+    for step0 in ("bias", "none"):
+        r = _cli("simulate", str(f), "--input", str(tmp_path / "x.npy"), *common, "--recurrent-step0", step0, "-q",
+                 "--trace", str(tmp_path / f"{step0}.npz"), cwd=tmp_path)  # fmt: skip
+        assert r.returncode == 0, r.stderr
+        with np.load(tmp_path / f"{step0}.npz") as tr:
+            assert np.array_equal(tr["lif.spikes"].astype(bool), _numpy_cubalif(params, x[:1], 1e-3, step0)[0])
+    # the literal reading deploys (the recurrent bias joins the input's in one bias unit) ...
+    graph, _ = _recurrent_graph(np.random.default_rng(7), shared_taus=True)
+    nir.write(str(f), graph)
+    r = _cli("deploy", str(f), *common, "-o", str(tmp_path / "a.net"), "-q", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    # ... the late start of "none" cannot be expressed in a .net: one line that says why and what to do
+    r = _cli("deploy", str(f), *common, "--recurrent-step0", "none", "-o", str(tmp_path / "b.net"), "-q", cwd=tmp_path)
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "'lif'" in lines[0] and "dense_rec" in lines[0] and "--recurrent-step0 bias" in lines[0]
+    assert not (tmp_path / "b.net").exists()

@@ -26,15 +26,16 @@ LAYERS = [
     ("frontends", ["exporters.torch_to_nir", "exporters.checkpoint", "exporters.layers", "exporters.torch_run"]),
     ("loihi", ["toolchain.loihi", "exporters.nir_to_netx"]),
     ("backends", ["simulators.result", "simulators.reference", "simulators.emulator", "simulators.lava_runtime",
-                  "simulators.lava_float", "simulators.lava_fixed", "simulators.lava_netx", "simulators.backends",
-                  "simulators.host_readout"]),
+                  "simulators.lava_float", "simulators.lava_fixed", "simulators.lava_netx", "simulators.lava_subtract",
+                  "simulators.backends", "simulators.host_readout"]),
     ("analysis", ["toolchain.analysis"]),
     ("reports", ["toolchain.reports"]),
     ("api", ["toolchain.api", "toolchain.demo", "toolchain.demo_model"]),
     ("cli", ["toolchain.cli"]),
 ]
 RANK = {name: i for i, (name, _) in enumerate(LAYERS)}
-LAVA_MODULES = ("simulators.lava_runtime", "simulators.lava_float", "simulators.lava_fixed", "simulators.lava_netx")
+LAVA_MODULES = ("simulators.lava_runtime", "simulators.lava_float", "simulators.lava_fixed", "simulators.lava_netx",
+                "simulators.lava_subtract")
 
 
 def modules():

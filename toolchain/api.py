@@ -127,14 +127,18 @@ def inspect(model) -> Dict[str, Any]:
 
 # --------------------------------------------------------------------------- timesteps
 def source_discretization(graph, source_dt: Optional[float] = None, scheme: Optional[str] = None,
-                          input_convention: Optional[str] = None):  # fmt: skip
+                          input_convention: Optional[str] = None, reset: Optional[str] = None,
+                          reset_delay: Optional[bool] = None, recurrent_step0: Optional[str] = None):  # fmt: skip
     """The discretization ``graph`` was trained at: its metadata, or ``source_dt`` (which also
-    overrides the metadata); None for a graph without metadata when no ``source_dt`` is given."""
+    overrides the metadata); None for a graph without metadata when no ``source_dt`` is given.
+    ``reset`` ("value" | "subtract") and ``reset_delay`` override the metadata's reset rule,
+    ``recurrent_step0`` ("bias" | "none") what a recurrent edge delivers at a sample's first step."""
     from toolchain.ir import discretization_of, graph_metadata
 
     if source_dt is None and "dt" not in graph_metadata(graph):
         return None
-    return discretization_of(graph, dt=source_dt, scheme=scheme, input_convention=input_convention)
+    return discretization_of(graph, dt=source_dt, scheme=scheme, input_convention=input_convention, reset=reset,
+                             reset_delay=reset_delay, recurrent_step0=recurrent_step0)  # fmt: skip
 
 
 def _retime(graph, dt, method, source):
@@ -144,13 +148,14 @@ def _retime(graph, dt, method, source):
 
 
 def retime(model, dt: float, method: str, source_dt: Optional[float] = None, scheme: Optional[str] = None,
-           input_convention: Optional[str] = None, output: Optional[str] = None):  # fmt: skip
+           input_convention: Optional[str] = None, output: Optional[str] = None, reset: Optional[str] = None,
+           reset_delay: Optional[bool] = None, recurrent_step0: Optional[str] = None):  # fmt: skip
     """Re-discretize a graph (or ``.nir`` path) for timestep ``dt`` with ``method`` (tau, integral,
     euler, exact, none), zero-shot. Writes ``output`` when given; returns the new graph."""
     from toolchain.ir import save_graph
 
     graph = _graph(model)
-    source = source_discretization(graph, source_dt, scheme, input_convention)
+    source = source_discretization(graph, source_dt, scheme, input_convention, reset, reset_delay, recurrent_step0)
     if source is None:
         raise NirDeployError(
             "this graph carries no training timestep in its metadata (it was written by another tool); "
@@ -163,19 +168,24 @@ def retime(model, dt: float, method: str, source_dt: Optional[float] = None, sch
 
 
 def lower(model, dt: Optional[float] = None, method: Optional[str] = None, source_dt: Optional[float] = None,
-          scheme: Optional[str] = None, input_convention: Optional[str] = None):  # fmt: skip
+          scheme: Optional[str] = None, input_convention: Optional[str] = None, reset: Optional[str] = None,
+          reset_delay: Optional[bool] = None, recurrent_step0: Optional[str] = None):  # fmt: skip
     """``(graph, program)``: a graph (or ``.nir`` path) lowered to run at timestep ``dt``.
 
     * ``method`` given: the graph is first retimed from its training timestep (metadata or
       ``source_dt``) to ``dt``;
     * no ``method``: a graph with a training timestep runs at it (``dt``, if given, must equal it:
       choose a method to run it at another); a graph without one runs as it is at ``dt``.
+
+    ``scheme``, ``input_convention``, ``reset``, ``reset_delay`` and ``recurrent_step0`` override the
+    graph's metadata (graphs written elsewhere have none: defaults exact, current, value, no delay,
+    bias: the literal reading of a recurrent edge).
     """
     from toolchain.ir import discretization_of
     from toolchain.program import lower as lower_graph
 
     graph = _graph(model)
-    source = source_discretization(graph, source_dt, scheme, input_convention)
+    source = source_discretization(graph, source_dt, scheme, input_convention, reset, reset_delay, recurrent_step0)
     if method is not None:
         if dt is None:
             raise NirDeployError("--method needs --dt (the timestep to retime the graph to)")
@@ -192,7 +202,8 @@ def lower(model, dt: Optional[float] = None, method: Optional[str] = None, sourc
                 "this graph carries no timestep in its metadata (it was not written by nirdeploy); "
                 "pass --dt SECONDS to run it at that timestep (and --scheme / --input-convention if not exact / current)"
             )
-        disc = discretization_of(graph, dt=dt, scheme=scheme, input_convention=input_convention)
+        disc = discretization_of(graph, dt=dt, scheme=scheme, input_convention=input_convention, reset=reset,
+                                 reset_delay=reset_delay, recurrent_step0=recurrent_step0)  # fmt: skip
     else:
         if dt is not None and not np.isclose(source.dt, dt, rtol=1e-9, atol=0):
             raise NirDeployError(
@@ -306,14 +317,17 @@ def compare(program, x, labels=None, backends: Sequence[str] = ("reference", "la
 
 def sweep(model: str, data: str, dts: Sequence[float], methods: Sequence[str], backend: str = "reference",
           output: str = "sweep_out", source_dt: Optional[float] = None, scheme: Optional[str] = None,
-          input_convention: Optional[str] = None, **kw) -> Dict[str, Any]:  # fmt: skip
+          input_convention: Optional[str] = None, reset: Optional[str] = None, reset_delay: Optional[bool] = None,
+          recurrent_step0: Optional[str] = None, **kw) -> Dict[str, Any]:  # fmt: skip
     """Accuracy and spikes over target timesteps x retiming methods; writes ``output``/sweep.json,
     sweep.csv and plots. ``kw``: samples, workers, progress, profile."""
     from toolchain.reports.sweep import sweep as run_sweep
 
     source = None
-    if source_dt is not None or scheme is not None or input_convention is not None:
-        disc = source_discretization(load(model), source_dt, scheme, input_convention)
+    if source_dt is not None or scheme is not None or input_convention is not None or reset is not None \
+            or reset_delay is not None or recurrent_step0 is not None:
+        disc = source_discretization(load(model), source_dt, scheme, input_convention, reset, reset_delay,
+                                     recurrent_step0)
         if disc is None:
             raise NirDeployError("this graph carries no training timestep in its metadata; pass --source-dt SECONDS")
         source = disc.to_metadata()
@@ -335,12 +349,13 @@ def quantize(program, profile: str = "netx", calib_inputs=None):
 
 def deploy(model, output: str, dt: Optional[float] = None, method: Optional[str] = None,
            source_dt: Optional[float] = None, scheme: Optional[str] = None, input_convention: Optional[str] = None,
-           calib_inputs=None, calib_info=None):  # fmt: skip
+           calib_inputs=None, calib_info=None, reset: Optional[str] = None, reset_delay: Optional[bool] = None,
+           recurrent_step0: Optional[str] = None):  # fmt: skip
     """Quantize ``model`` (.nir path or graph; retimed to ``dt`` with ``method`` if given) and write
     ``output`` (.net, lava-dl netx). Returns ``(FixedNetwork, description of the file)``.
 
     Pooling is folded into the following layer by the quantizer (netx has no pool layer)."""
-    _, program = lower(model, dt, method, source_dt, scheme, input_convention)
+    _, program = lower(model, dt, method, source_dt, scheme, input_convention, reset, reset_delay, recurrent_step0)
     name = str(model) if isinstance(model, (str, os.PathLike)) else "<in memory>"
     return deploy_program(program, output, calib_inputs=calib_inputs, calib_info=calib_info, model=name)
 

@@ -18,7 +18,7 @@ from toolchain.errors import NirDeployError
 from toolchain.signals import Terminated, exit_code_of, raise_on_termination
 from toolchain.dynamics.retiming import BASELINES, METHODS
 from toolchain.ir.atomic import check_output_dir, check_output_path
-from toolchain.ir.metadata import CONVENTIONS, READOUTS, SCHEMES
+from toolchain.ir.metadata import CONVENTIONS, READOUTS, RECURRENT_STEP0, RESETS, SCHEMES
 from toolchain.loihi.bits import PROFILES
 from toolchain.reports.console import console as new_console, table
 from simulators import backends as backend_registry
@@ -38,7 +38,8 @@ def load_program(args):
     from toolchain import api
 
     return api.lower(args.model, args.dt, getattr(args, "method", None), getattr(args, "source_dt", None),
-                     args.scheme, args.input_convention)  # fmt: skip
+                     args.scheme, args.input_convention, args.reset, args.reset_delay,
+                     getattr(args, "recurrent_step0", None))  # fmt: skip
 
 
 def load_inputs(args, program):
@@ -109,7 +110,7 @@ def cmd_inspect(args) -> int:
         return 0
     console = new_console()
     meta = info["metadata"]
-    keys = ("dt", "scheme", "input_convention", "reset", "v_init", "source_framework", "source_framework_version", "readout", "retime")
+    keys = ("dt", "scheme", "input_convention", "reset", "reset_delay", "recurrent_step0", "v_init", "source_framework", "source_framework_version", "readout", "retime")
     shown = {k: meta[k] for k in keys if k in meta}
     console.print(f"[bold]{args.model}[/bold]")
     console.print("metadata: " + (", ".join(f"{k}={v}" for k, v in shown.items()) if shown else "none (graph written by another tool: run it with --dt; retime it with --source-dt and --method)"))
@@ -213,14 +214,28 @@ def cmd_demo(args) -> int:
 
 
 # --------------------------------------------------------------------------- parser
+def add_reset_args(p) -> None:
+    """--reset and --reset-delay: the reset rule of a graph without metadata (overrides the metadata)."""
+    p.add_argument("--reset", choices=RESETS,
+                   help="reset rule for graphs without metadata: value (v <- v_reset, NIR's) or subtract "
+                        "(v <- v - v_threshold; snnTorch's and Sinabs' default)")  # fmt: skip
+    p.add_argument("--reset-delay", action="store_true", default=None,
+                   help="with --reset subtract: snnTorch's one-step-late subtraction (its reset_delay=True default), "
+                        "i.e. v <- v - v_threshold/beta at once (docs/discretization.md)")  # fmt: skip
+    p.add_argument("--recurrent-step0", choices=RECURRENT_STEP0,
+                   help="what a recurrent edge delivers at a sample's first step: bias (default: the literal reading, "
+                        "a recurrent Affine sees zero spikes and outputs its bias, as snnTorch computes) or none")  # fmt: skip
+
+
 def add_disc_args(p, method=True):
-    """--dt (the timestep to run at), --source-dt, --scheme, --input-convention and --method."""
+    """--dt (the timestep to run at), --source-dt, --scheme, --input-convention, --reset(-delay) and --method."""
     p.add_argument("--dt", type=float, help="the timestep to run at, in seconds (with --method: retime the graph to it)")
     p.add_argument("--source-dt", type=float,
                    help="the timestep the graph was trained at, for graphs written by other tools (default: its metadata)")
     p.add_argument("--scheme", choices=SCHEMES, help="discretization scheme for graphs without metadata")
     p.add_argument("--input-convention", choices=CONVENTIONS,
                    help="how an input count enters (graphs without metadata)")  # fmt: skip
+    add_reset_args(p)
     if method:
         p.add_argument("--method", choices=METHODS + BASELINES,
                        help="retime the graph from its training timestep to --dt with this method first (none: keep the trained update)")  # fmt: skip

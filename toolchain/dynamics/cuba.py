@@ -43,8 +43,15 @@ equal. One-state neurons and memoryless currents keep the constant on the voltag
 is then a reset to ``v_off``. One Lava process has one ``vth``: :func:`split_groups` gives one
 group per distinct ``(du, dv)`` and folds per-neuron thresholds into the input scale and bias.
 
-Refused (:class:`UnsupportedNodeError`, naming the node): reset by subtraction, an initial
-``v`` other than ``v_reset`` on a spiking layer, a nonzero initial synaptic current, and a
+Reset by subtraction (``ssm.v_subtract``): Lava's LIF has none, so the form carries ``v_sub``
+(the amount in Lava units; a subtraction is a difference of voltages, so the ``v_offset`` shift
+leaves it unchanged, and :func:`split_groups` scales it with the threshold normalization like
+``scale`` and ``bias``) and the backends run ``simulators/lava_subtract.py``'s
+``LIFSubtractReset``. Such a layer has no reset value, so ``v_offset`` is its initial v (where
+Lava's window reset puts it) and ``vth`` is measured from there.
+
+Refused (:class:`UnsupportedNodeError`, naming the node): an initial ``v`` other than
+``v_reset`` on a spiking layer that resets to a value, a nonzero initial synaptic current, and a
 constant into a memoryless current that reaches ``v`` a step later. Two-state matrices that
 break the CUBA tie are projected (:func:`project_cuba`; :class:`CubaForm` carries the ``error``,
 0.0 for exact mappings).
@@ -82,6 +89,9 @@ class CubaForm:
     exact: bool = True
     error: float = 0.0  # relative error of the projection onto the CUBA form (0.0 when exact)
     notes: List[str] = field(default_factory=list)
+    #: [N] reset by subtraction: v_lava -= v_sub on a spike (Lava units, unaffected by the v_offset
+    #: shift); None: Lava's reset to 0 (v_reset)
+    v_sub: Optional[np.ndarray] = None
 
     @property
     def n(self) -> int:
@@ -105,6 +115,7 @@ class CubaGroup:
     v_scale: np.ndarray  # [n] v_nir = v_lava / v_scale + v_offset
     v_offset: np.ndarray  # [n]
     u_bias: Optional[np.ndarray] = None  # [n] constant into u every step (a bias unit), scale folded in
+    v_sub: Optional[np.ndarray] = None  # [n] reset by subtraction (Lava units, normalization folded in)
 
     @property
     def n(self) -> int:
@@ -212,11 +223,7 @@ def cuba_form(
             raise NirDeployError(f"{what}: its {nm} contains NaN or infinity")
 
     spiking = ssm.v_threshold is not None
-    if spiking and ssm.reset == "subtract":
-        raise UnsupportedNodeError(
-            f"{what} resets by subtraction (v <- v - v_threshold), but Lava's LIF resets v to a fixed value; "
-            f"export it with reset 'value'"
-        )
+    subtract = spiking and ssm.v_subtract is not None
 
     proj_error = 0.0
     u_bias = None
@@ -294,13 +301,19 @@ def cuba_form(
         raise UnsupportedNodeError(f"{what}: {ssm.n_states}-state neurons have no CUBA form")
 
     v0 = x0[:, -1]
-    if spiking:
+    v_sub = None
+    if subtract:  # no reset value: shift v so that it starts at 0 (where the window reset puts it)
+        v_sub = np.broadcast_to(np.asarray(ssm.v_subtract, dtype=np.float64), (n,)).copy()
+        v_off = v0.copy()
+        vth = np.asarray(ssm.v_threshold, dtype=np.float64).reshape(n) - v_off
+    elif spiking:
         v_reset = np.broadcast_to(np.asarray(ssm.v_reset, dtype=np.float64), (n,))
         if not np.all(v0 == v_reset):
             k = int(np.flatnonzero(v0 != v_reset)[0])
             raise UnsupportedNodeError(
                 f"{what} starts at v={v0[k]:g} but resets to v_reset={v_reset[k]:g}; Lava's LIF starts every sample "
-                f"where it resets, so use v_init 'v_reset'"
+                f"where it resets (v_init 'v_reset' in the graph's metadata expresses that); the reference runs the graph "
+                f"as it is"
             )
         v_off = v_reset.astype(np.float64).copy()
         vth = np.asarray(ssm.v_threshold, dtype=np.float64).reshape(n) - v_off
@@ -318,6 +331,7 @@ def cuba_form(
         vth=vth,
         v_offset=v_off,
         v_scale=np.ones(n),
+        v_sub=v_sub,
         u_scale=np.asarray(u_scale, dtype=np.float64),
         u_bias=None if u_bias is None else np.asarray(u_bias, dtype=np.float64),
         exact=proj_error == 0.0,
@@ -373,6 +387,7 @@ def _group(form: CubaForm, idx, du, dv, vth, lam) -> CubaGroup:
         v_scale=form.v_scale[idx] * lam,
         v_offset=form.v_offset[idx].copy(),
         u_bias=None if form.u_bias is None else form.u_bias[idx] * lam,
+        v_sub=None if form.v_sub is None else form.v_sub[idx] * lam,
     )
 
 
@@ -395,7 +410,7 @@ def simulate_cuba(groups: List[CubaGroup], n: int, u: np.ndarray) -> Tuple[np.nd
             U = U * (1 - g.du) + g.scale * u[k, g.idx] + ub
             V = V * (1 - g.dv) + U + g.bias
             z = V > g.vth
-            V = np.where(z, 0.0, V)
+            V = np.where(z, 0.0 if g.v_sub is None else V - g.v_sub, V)
             v_out[k, g.idx] = V / g.v_scale + g.v_offset
             z_out[k, g.idx] = z
     return v_out, (z_out if spiking else None)
@@ -413,8 +428,8 @@ def simulate_ssm(ssm: NeuronSSM, u: np.ndarray) -> Tuple[np.ndarray, Optional[np
         x = np.einsum("nij,nj->ni", ssm.A, x) + ssm.B * u[k][:, None] + ssm.c
         if ssm.v_threshold is not None:
             z = x[:, -1] > ssm.v_threshold
-            if ssm.reset == "subtract":
-                x[:, -1] = np.where(z, x[:, -1] - ssm.v_threshold, x[:, -1])
+            if ssm.v_subtract is not None:
+                x[:, -1] = np.where(z, x[:, -1] - ssm.v_subtract, x[:, -1])
             else:
                 x[:, -1] = np.where(z, ssm.v_reset, x[:, -1])
             z_out[k] = z

@@ -4,11 +4,26 @@ Per neuron and time step k (bin k of width dt)::
 
     x[k] = A x[k-1] + B u[k] + c        u[k]: the weighted input arriving in bin k (counts summed)
     z[k] = v[k] > v_threshold           strict '>' as in NIR and Lava; v is the last state entry
-    v[k] <- v_reset where z[k]          ("value" reset; "subtract" gives v - v_threshold)
+    v[k] <- v_reset where z[k]          ("value" reset; "subtract": v - v_subtract, below)
 
 One-state neurons (LI, LIF, IF, I) have x = v. Two-state neurons (CubaLI, CubaLIF) have
 x = [i, v] with a lower-triangular A. See docs/discretization.md and
 ../shared/notes/retiming.md (section 1 and 2) for the derivation.
+
+Reset by subtraction (``reset = "subtract"``): a spiking neuron's v loses ``v_subtract`` on a
+spike, immediately (the decision at step k uses the unsubtracted v[k]). Without ``reset_delay``
+``v_subtract = v_threshold``. With ``reset_delay`` it reproduces snnTorch's Leaky / Synaptic
+(``reset_delay=True``, its default), which compute
+
+    mem[t] = beta mem[t-1] + I[t] - H(mem[t-1] - thr) thr,    spk[t] = H(mem[t] - thr)
+
+i.e. the subtraction of a spike at t-1 lands at t, after the decay. Write a22 for the per-step
+coefficient of v[k-1] in v[k] (beta). Subtracting ``thr / a22`` right after the spike gives the
+same next state, ``a22 (v - thr / a22) + ... = a22 v - thr + ...``, while the spike decision of
+the spiking step still sees the unsubtracted value. Both readings agree at every step except the
+spiking step's own recorded v (snnTorch's still holds the unsubtracted value; here it is already
+reduced), so the spikes are identical. Hence ``v_subtract = v_threshold / a22``; a22 = 0 (no
+voltage memory) cannot carry a late subtraction and is refused.
 
 Continuous-time form, dx/dt = Ac x + Bc s(t) + cc, from NIR's parameters:
 
@@ -58,6 +73,8 @@ class NeuronSSM:
     reset: str = "value"
     dt: float = 0.0
     extra: Dict[str, object] = field(default_factory=dict)
+    #: [N] the amount v loses on a spike ("subtract" reset); None for reset to v_reset
+    v_subtract: Optional[np.ndarray] = None
 
     @property
     def spiking(self) -> bool:
@@ -219,6 +236,7 @@ def neuron_ssm(node, shape, node_name: str, disc: Discretization, override=None)
     else:
         v_th = None
         v_reset = np.zeros(n)
+    v_sub = _subtract_amount(A, v_th, disc, node_name, kind) if v_th is not None and disc.reset == "subtract" else None
     init = disc.initial_v(node_name)
     x0 = np.zeros((n, s))
     if init == "v_leak" and hasattr(node, "v_leak"):
@@ -236,4 +254,18 @@ def neuron_ssm(node, shape, node_name: str, disc: Discretization, override=None)
         v_reset=v_reset,
         reset=disc.reset,
         dt=disc.dt,
+        v_subtract=v_sub,
     )
+
+
+def _subtract_amount(A, v_th, disc: Discretization, node_name: str, kind: str) -> np.ndarray:
+    """v_subtract [N] of a spiking layer that resets by subtraction (see the module docstring)."""
+    if not disc.reset_delay:
+        return np.asarray(v_th, dtype=np.float64).copy()
+    a22 = np.asarray(A, dtype=np.float64)[:, -1, -1]
+    if np.any(a22 == 0):
+        raise NirDeployError(
+            f"node {node_name!r} ({kind}): reset_delay needs a voltage that persists from step to step, but its "
+            f"voltage decays fully in one step (a22 = 0); reset without the delay"
+        )
+    return np.asarray(v_th, dtype=np.float64) / a22

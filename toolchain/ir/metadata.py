@@ -13,6 +13,8 @@ NIR stores continuous-time parameters and no timestep. A graph written by nirdep
                               ops on the edge see zero spikes and output their bias, as snnTorch's
                               RLeaky / RSynaptic compute) or "none" (nothing arrives; nirdeploy's
                               reading before this key existed)
+    reset_delay               with "subtract": true for snnTorch's one-step-late subtraction
+                              (v <- v - v_th / a22, docs/discretization.md); default false
     v_init                    initial membrane potential: "zero", "v_leak" or "v_reset"
     node_conventions          per-node overrides of input_convention / v_init
     source_framework(_version) who trained it
@@ -74,6 +76,7 @@ class Discretization:
     v_init: str = "zero"
     node_conventions: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     recurrent_step0: str = "bias"
+    reset_delay: bool = False
 
     def __post_init__(self):
         if not np.isfinite(self.dt) or self.dt <= 0:
@@ -81,6 +84,8 @@ class Discretization:
         _check_choice("scheme", self.scheme, SCHEMES)
         _check_choice("input convention", self.input_convention, CONVENTIONS)
         _check_choice("reset", self.reset, RESETS)
+        if not isinstance(self.reset_delay, (bool, np.bool_)):
+            raise NirDeployError(f"reset_delay must be true or false, got {self.reset_delay!r}")
         _check_choice("v_init", self.v_init, V_INITS)
         _check_choice("recurrent_step0", self.recurrent_step0, RECURRENT_STEP0)
         for node, conv in self.node_conventions.items():
@@ -104,6 +109,7 @@ class Discretization:
             v_init=self.v_init,
             node_conventions=copy.deepcopy(dict(self.node_conventions)),
             recurrent_step0=self.recurrent_step0,
+            reset_delay=self.reset_delay,
         )
         d.update(kw)
         return Discretization(**d)
@@ -114,6 +120,7 @@ class Discretization:
             "scheme": self.scheme,
             "input_convention": self.input_convention,
             "reset": self.reset,
+            "reset_delay": bool(self.reset_delay),
             "v_init": self.v_init,
             "node_conventions": {k: dict(v) for k, v in self.node_conventions.items()},
             "recurrent_step0": self.recurrent_step0,
@@ -129,6 +136,9 @@ class Discretization:
         conv = meta.get("node_conventions") or {}
         if not isinstance(conv, Mapping) or not all(isinstance(v, Mapping) for v in conv.values()):
             raise NirDeployError("metadata node_conventions must map node names to {input_convention, v_init}")
+        delay = meta.get("reset_delay", False)
+        if not isinstance(delay, bool):
+            raise NirDeployError(f"metadata reset_delay must be true or false, got {delay!r}")
         return cls(
             dt=float(dt),
             scheme=str(meta.get("scheme", "exact")),
@@ -137,6 +147,7 @@ class Discretization:
             v_init=str(meta.get("v_init", "zero")),
             node_conventions={k: dict(v) for k, v in conv.items()},
             recurrent_step0=str(meta.get("recurrent_step0", "bias")),
+            reset_delay=delay,
         )
 
 
@@ -152,6 +163,7 @@ def discretization_of(
     input_convention: Optional[str] = None,
     reset: Optional[str] = None,
     recurrent_step0: Optional[str] = None,
+    reset_delay: Optional[bool] = None,
 ) -> Discretization:
     """The discretization to simulate ``graph`` with.
 
@@ -180,6 +192,8 @@ def discretization_of(
         kw["reset"] = reset
     if recurrent_step0 is not None:
         kw["recurrent_step0"] = recurrent_step0
+    if reset_delay is not None:
+        kw["reset_delay"] = bool(reset_delay)
     return base.replace(**kw) if kw else base
 
 

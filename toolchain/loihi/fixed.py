@@ -35,6 +35,8 @@ class FixedGroup:
     shape3: Optional[Tuple[int, int, int]] = None
     gate: int = 0
     limit: str = ""  # what bounded K
+    #: reset by subtraction: v <- v - v_sub (int64, 24-bit state units) where it spiked; None: v <- 0
+    v_sub: Optional[np.ndarray] = None
 
     @property
     def n(self) -> int:

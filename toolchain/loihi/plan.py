@@ -99,6 +99,7 @@ class PlanGroup:
     relay_of: Optional[str] = None  # relays: the group whose spikes they repeat ...
     relay_steps: int = 0  # ... this many steps later
     u_bias: Optional[np.ndarray] = None  # neuron groups: constant into u every step (a bias unit delivers it)
+    v_sub: Optional[np.ndarray] = None  # reset by subtraction: v -= v_sub on a spike (None: v <- 0)
 
     @property
     def n(self) -> int:
@@ -430,10 +431,12 @@ def plan_network(program: Program, n_samples: int, n_steps: int, use_conv: bool 
         for gi, g in enumerate(gs):
             key = name if len(gs) == 1 else f"{name}#{gi}"
             idx, scale, bias, vs, vo, ub = g.idx, g.scale, g.bias, g.v_scale, g.v_offset, g.u_bias
+            v_sub = g.v_sub
             if shape3 is not None:
                 perm = _perm_whc(shape3)  # g.idx is arange(n) for a single group
                 idx, scale, bias, vs, vo = perm, scale[perm], bias[perm], vs[perm], vo[perm]
                 ub = None if ub is None else ub[perm]
+                v_sub = None if v_sub is None else v_sub[perm]
             groups[key] = PlanGroup(
                 key=key,
                 node=name,
@@ -449,6 +452,7 @@ def plan_network(program: Program, n_samples: int, n_steps: int, use_conv: bool 
                 scale=scale,
                 shape3=shape3,
                 u_bias=ub,
+                v_sub=v_sub,
             )
             keys.append(key)
         node_groups[name] = keys

@@ -194,6 +194,9 @@ def _quantize_plan(
                 limits["bias"] = BIAS_MANT_MAX * 2.0**bexp / bmax
             if key in state_limit:
                 limits["state"] = state_limit[key]
+            smax = float(np.max(np.abs(g.v_sub))) if g.v_sub is not None and g.v_sub.size else 0.0
+            if smax > 0:  # the subtracted amount must fit the 24-bit state (v - v_sub stays above -2^23)
+                limits["subtract"] = (STATE_MAX - 1) / smax
             if limits:
                 limit = min(limits, key=limits.get)
                 K = float(limits[limit])
@@ -239,6 +242,7 @@ def _quantize_plan(
             while bexp < BIAS_EXP_MAX and bm / 2.0**bexp > BIAS_MANT_MAX:
                 bexp += 1
         bias_mant = np.clip(_round(b / 2.0**bexp), -BIAS_MANT_MAX, BIAS_MANT_MAX)
+        v_sub = None if g.v_sub is None else _quantize_subtract(g, K, vth)
         groups[key] = FixedGroup(
             key=key,
             node=g.node,
@@ -257,6 +261,7 @@ def _quantize_plan(
             shape3=g.shape3,
             gate=int(g.gate),
             limit=limit,
+            v_sub=v_sub,
         )
     for c in plan.conns:
         K = groups[c.dst].scale
@@ -283,3 +288,15 @@ def _quantize_plan(
     return FixedNetwork(program=program, plan=plan, groups=groups, conns=conns, profile=profile)
 
 
+def _quantize_subtract(g, K: float, vth_mant: int) -> np.ndarray:
+    """Integer subtraction amounts (24-bit state units) of plan group ``g`` at scale ``K``:
+    round(K v_sub), and exactly ``vth_mant << 6`` where the amount is the group's threshold (the
+    default subtraction), so that v and the subtraction share the threshold's exact scale."""
+    from toolchain.dynamics.cuba import _close
+    from toolchain.loihi.bits import VTH_SHIFT
+
+    amt = np.asarray(g.v_sub, dtype=np.float64)
+    q = _round(K * amt)
+    if g.spiking and np.isfinite(g.vth):
+        q = np.where(_close(amt, g.vth), np.int64(vth_mant) << VTH_SHIFT, q)
+    return np.clip(q, -(STATE_MAX - 1), STATE_MAX - 1).astype(np.int64)

@@ -228,6 +228,21 @@ def _nir_recurrent_bias():
     )
 
 
+def _nir_li_hidden():
+    """Input -> Affine -> LI -> Affine -> LIF: a non-spiking layer feeding another neuron layer."""
+    import nir
+
+    return _nir_graph(
+        {
+            "fc1": nir.Affine(weight=_w(3, 4, 1), bias=np.zeros(3)),
+            "li": _nir_neuron("LI"),
+            "fc2": nir.Affine(weight=_w(3, 3, 2), bias=np.zeros(3)),
+            "lif": _nir_neuron("LIF"),
+        },
+        [("input", "fc1"), ("fc1", "li"), ("li", "fc2"), ("fc2", "lif"), ("lif", "output")],
+    )
+
+
 def _nir_subtract():
     """Linear -> LIF that resets by subtraction (snnTorch's and Sinabs' default)."""
     import nir
@@ -301,6 +316,7 @@ def patterns() -> List[Pattern]:
         P("nir_cubali", "CubaLI readout", _nir_readout("CubaLI"), "nir"),
         P("nir_i", "I (integrator) readout", _nir_readout("I"), "nir"),
         P("nir_scale", "Scale", _nir_scale, "nir"),
+        P("nir_li_hidden", "non-spiking hidden layer (LI feeding a LIF layer)", _nir_li_hidden, "nir"),
         P("nir_rec_bias", "recurrent CubaLIF whose recurrent Affine has a bias", _nir_recurrent_bias, "nir"),
         P("nir_subtract", "LIF with reset by subtraction (metadata `reset: subtract`)", _nir_subtract, "nir"),
     ]

@@ -30,7 +30,8 @@ def cmd_retime(args) -> int:
 
     check_output_path(args.output, "-o", inputs=[args.model])
     out = api.retime(args.model, args.dt, args.method, source_dt=args.source_dt, scheme=args.scheme,
-                     input_convention=args.input_convention, output=args.output)  # fmt: skip
+                     input_convention=args.input_convention, output=args.output, reset=args.reset,
+                     reset_delay=args.reset_delay, recurrent_step0=args.recurrent_step0)  # fmt: skip
     r = out.metadata["retime"]
     adapted = list((out.metadata.get("ssm") or {}).keys())
     note = f"; exact adapted matrices kept for {', '.join(adapted)}" if adapted else ""
@@ -47,9 +48,11 @@ def cmd_sweep(args) -> int:
     dts = _floats(args.dt, "--dt")
     methods = [m.strip() for m in args.method.split(",") if m.strip()]
     source = None
-    if args.source_dt is not None:
+    if args.source_dt is not None or args.reset is not None or args.reset_delay is not None \
+            or args.recurrent_step0 is not None:
         source = discretization_of(
-            load_graph(args.model), dt=args.source_dt, scheme=args.scheme, input_convention=args.input_convention
+            load_graph(args.model), dt=args.source_dt, scheme=args.scheme, input_convention=args.input_convention,
+            reset=args.reset, reset_delay=args.reset_delay, recurrent_step0=args.recurrent_step0,
         ).to_metadata()
     res = sweep(
         args.model, args.data, dts, methods, args.backend, args.output,
@@ -78,6 +81,9 @@ def register(sub) -> None:
     p.add_argument("--source-dt", type=float, help="the timestep the graph was trained at, for graphs written by other tools (default: its metadata)")
     p.add_argument("--scheme", choices=SCHEMES)
     p.add_argument("--input-convention", choices=CONVENTIONS)
+    from toolchain.cli.main import add_reset_args
+
+    add_reset_args(p)
     p.set_defaults(func=cmd_retime)
 
     p = sub.add_parser("sweep", help="accuracy and spikes over target timesteps x retiming methods")
@@ -88,7 +94,7 @@ def register(sub) -> None:
     p.add_argument("--dt", required=True, help="comma-separated target timesteps in seconds")
     p.add_argument("--method", default="tau,integral,euler,exact", help="comma-separated: " + METHOD_HELP)
     from simulators.backends import names
-    from toolchain.cli.main import BACKEND_HELP, add_profile_arg
+    from toolchain.cli.main import BACKEND_HELP, add_profile_arg, add_reset_args
 
     p.add_argument("--backend", default="reference", choices=names(), help=BACKEND_HELP)
 
@@ -98,6 +104,7 @@ def register(sub) -> None:
     p.add_argument("--source-dt", type=float, help="the timestep the graph was trained at, for graphs written by other tools (default: its metadata)")
     p.add_argument("--scheme", choices=SCHEMES)
     p.add_argument("--input-convention", choices=CONVENTIONS)
+    add_reset_args(p)
     p.add_argument("-o", "--output", required=True, help="output directory")
     p.add_argument("-q", "--quiet", action="store_true")
     p.set_defaults(func=cmd_sweep)

@@ -1,0 +1,129 @@
+"""A Lava LIF that resets by subtraction: ``LIFSubtractReset`` and its two process models.
+
+Lava 0.10 has no such neuron (``lava/proc/lif/models.py`` sets v to 0 where it spiked). This
+process is ``lava.proc.lif.process.LIFReset`` (LIF with periodic state resets every
+``reset_interval`` steps at phase ``reset_offset``) plus a per-neuron Var ``v_sub``; its models
+follow ``PyLifResetModelFloat`` / ``PyLifResetModelBitAcc`` line for line except the reset:
+
+* floating point (tag ``floating_pt``): spike where ``v > vth``, then ``v -= v_sub`` on the
+  spiking neurons;
+* bit-accurate fixed point (tags ``fixed_pt`` / ``bit_accurate_loihi``): Lava's bit-accurate LIF
+  arithmetic (``AbstractPyLifModelFixed.subthr_dynamics``: 24-bit u wrapping, v saturating,
+  spike where ``v > vth << 6``), then ``v <- v - v_sub`` (integers in 24-bit state units, one per
+  neuron) where it spiked. Since ``v > vth << 6 >= 0`` and ``0 <= v_sub < 2^23`` (the quantizer's
+  bound) the result stays inside the 24-bit range without a clip.
+
+The backends select the models through ``exception_proc_model_map``, keyed by process instance
+(Lava 0.10's compiler looks a process up there before it searches the process's folder for
+models); simulators/emulator.py computes the same integers.
+"""
+
+from __future__ import annotations
+
+import typing as ty
+
+import numpy as np
+
+from lava.magma.core.decorator import implements, requires, tag
+from lava.magma.core.model.py.ports import PyOutPort
+from lava.magma.core.model.py.type import LavaPyType
+from lava.magma.core.process.variable import Var
+from lava.magma.core.resources import CPU
+from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
+from lava.proc.lif.models import AbstractPyLifModelFixed, AbstractPyLifModelFloat
+from lava.proc.lif.process import LIFReset
+
+
+class LIFSubtractReset(LIFReset):
+    """LIFReset whose spiking neurons lose ``v_sub`` (per neuron) instead of resetting v to 0."""
+
+    def __init__(
+        self,
+        *,
+        shape: ty.Tuple[int, ...],
+        v_sub: ty.Union[float, list, np.ndarray] = 0,
+        **kwargs,
+    ) -> None:
+        super().__init__(shape=shape, **kwargs)
+        self.v_sub = Var(shape=shape, init=v_sub)
+
+
+class _PeriodicReset:
+    """LIFReset's state reset: u = v = 0 at every step with time_step % interval == offset."""
+
+    def _init_reset(self, proc_params) -> None:
+        self.reset_interval = proc_params["reset_interval"]
+        self.reset_offset = (proc_params["reset_offset"]) % self.reset_interval
+
+    def _periodic_reset(self) -> None:
+        if (self.time_step % self.reset_interval) == self.reset_offset:
+            self.u *= 0
+            self.v *= 0
+
+
+@implements(proc=LIFSubtractReset, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("floating_pt")
+class PyLifSubtractResetModelFloat(_PeriodicReset, AbstractPyLifModelFloat):
+    """Floating point: PyLifResetModelFloat with ``v -= v_sub`` where it spiked."""
+
+    s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)
+    vth: float = LavaPyType(float, float)
+    v_sub: np.ndarray = LavaPyType(np.ndarray, float)
+
+    def __init__(self, proc_params):
+        super().__init__(proc_params)
+        self._init_reset(proc_params)
+
+    def spiking_activation(self):
+        return self.v > self.vth
+
+    def reset_voltage(self, spike_vector: np.ndarray):
+        self.v[spike_vector] -= self.v_sub[spike_vector]
+
+    def run_spk(self):
+        a_in_data = self.a_in.recv()
+        self._periodic_reset()
+        self.subthr_dynamics(activation_in=a_in_data)
+        s_out = self.spiking_activation()
+        self.reset_voltage(spike_vector=s_out)
+        self.s_out.send(s_out)
+
+
+@implements(proc=LIFSubtractReset, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("bit_accurate_loihi", "fixed_pt")
+class PyLifSubtractResetModelBitAcc(_PeriodicReset, AbstractPyLifModelFixed):
+    """Bit-accurate: PyLifResetModelBitAcc with ``v <- v - v_sub`` (integers) where it spiked."""
+
+    s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int32, precision=24)
+    vth: int = LavaPyType(int, np.int32, precision=17)
+    v_sub: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=24)
+
+    def __init__(self, proc_params):
+        super().__init__(proc_params)
+        self.effective_vth = 0
+        self._init_reset(proc_params)
+
+    def scale_threshold(self):
+        self.effective_vth = np.left_shift(self.vth, self.vth_shift)
+        self.isthrscaled = True
+
+    def spiking_activation(self):
+        return self.v > self.effective_vth
+
+    def reset_voltage(self, spike_vector: np.ndarray):
+        spiked = spike_vector != 0
+        self.v[spiked] = self.v[spiked] - self.v_sub[spiked]
+
+    def run_spk(self):
+        a_in_data = self.a_in.recv()
+        self._periodic_reset()
+        self.scale_bias()
+        if not self.isthrscaled:
+            self.scale_threshold()
+        self.subthr_dynamics(activation_in=a_in_data)
+        s_out = self.spiking_activation()
+        self.reset_voltage(spike_vector=s_out)
+        self.s_out.send(s_out)
+
