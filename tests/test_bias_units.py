@@ -303,3 +303,24 @@ def test_cli_recurrent_step0_simulate_and_deploy(tmp_path, recurrent_case):
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and "'lif'" in lines[0] and "dense_rec" in lines[0] and "--recurrent-step0 bias" in lines[0]
     assert not (tmp_path / "b.net").exists()
+
+
+def test_run_record_and_report_say_how_the_model_maps(norse_runs):
+    """The run record's loihi_mapping (bias units, host readout) and the report's summary lines."""
+    from toolchain.analysis.records import run_record
+    from toolchain.reports.report import run_tables
+
+    kind, prog, x, res = norse_runs
+    rec = run_record(res["emulator"], prog, inputs=x)
+    lm = rec["loihi_mapping"]
+    assert set(lm["bias_units"]) == {n for u in plan_network(prog, 1, 1).bias_units().values() for n in u}
+    readouts = [op.name for op in prog.neurons() if not op.ssm.spiking]
+    assert lm["host_readout"] == readouts and (readouts != []) == (kind == "recurrent-li")
+    summary = dict(run_tables(rec)["summary"][0][2])
+    assert "bias units (Loihi)" in summary
+    assert ("readout on the host (deploy)" in summary) == (kind == "recurrent-li")
+    # the units' events are in the energy estimate: one spike per unit and step, one synop per weight
+    layers = {l["name"]: l for l in rec["metrics"]["layers"]}
+    for node, u in lm["bias_units"].items():
+        assert layers[node]["bias_unit"]["synops_per_sample"] == u["synapses"] * x.shape[1]
+    assert rec["resources"]["totals"]["bias_units"] == sum(u["units"] for u in lm["bias_units"].values())

@@ -113,6 +113,9 @@ def run_record(
     rec["total_spikes_per_sample"] = float(sum(r["spikes_per_sample"] for r in layers))
     if program is not None:
         rec["discretization"] = program.disc.to_metadata()
+        from toolchain.loihi.plan import loihi_mapping
+
+        rec["loihi_mapping"] = _jsonable(loihi_mapping(program))
         if metrics:
             rec.update(activity_sections(result, program, inputs, energy_models, raster_events))
     if data:

@@ -326,6 +326,21 @@ def bias_unit_needs(program: Program) -> Dict[str, Dict[str, object]]:
     return out
 
 
+def loihi_mapping(program: Program) -> Dict[str, object]:
+    """How ``program`` maps onto Loihi beyond one LIF per layer, for run records and reports:
+    ``chip_layers`` (spiking neuron nodes), ``host_readout`` (non-spiking nodes: in a ``.net`` they
+    run on the host from the chip's output spikes, exporters/nir_to_netx.py), ``bias_units``
+    (:func:`bias_unit_needs`) and the neurons that reset by subtraction (``reset_subtract``; a
+    ``.net`` cannot express it)."""
+    neurons = program.neurons()
+    return {
+        "chip_layers": [op.name for op in neurons if op.ssm.spiking],
+        "host_readout": [op.name for op in neurons if not op.ssm.spiking],
+        "bias_units": bias_unit_needs(program),
+        "reset_subtract": [op.name for op in neurons if op.ssm.spiking and getattr(op.ssm, "v_subtract", None) is not None],
+    }
+
+
 def _conv_params(op, in_shape3, out_shape3) -> Optional[Dict[str, object]]:
     """Lava Conv parameters for NIR Conv2d op (torch (C, H, W) semantics), or None."""
     node = op.node

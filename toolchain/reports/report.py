@@ -137,6 +137,16 @@ def run_tables(rec: dict) -> Dict[str, List[Tuple[str, List[str], List[List[str]
         ["energy per inference (" + (e["name"] if e else "n/a") + ")", _joules(e["total_j"]) if e else "n/a"],
         ["Loihi 2 cores / chips", f"{res.get('totals', {}).get('cores', 'n/a')} / {res.get('totals', {}).get('chips', 'n/a')}" if res else "n/a"],
     ]
+    lm = rec.get("loihi_mapping") or {}
+    if lm.get("host_readout"):
+        summ.append(["readout on the host (deploy)", ", ".join(lm["host_readout"]) +
+                     " (non-spiking: computed from the chip's output spikes in Loihi's integers)"])  # fmt: skip
+    if lm.get("bias_units"):
+        bu = lm["bias_units"]
+        summ.append(["bias units (Loihi)", ", ".join(f"{k}: {v['units']} unit, {v['synapses']} synapses" for k, v in bu.items()) +
+                     " (always-on units carry the constants into the synaptic current)"])  # fmt: skip
+    if lm.get("reset_subtract"):
+        summ.append(["reset by subtraction", ", ".join(lm["reset_subtract"]) + " (runs on Lava and the emulator; a .net cannot express it)"])
     if rec.get("metrics_error"):
         summ.append(["metrics error", rec["metrics_error"]])
     t["summary"] = [("Run", ["quantity", "value"], [[a, str(b)] for a, b in summ])]

@@ -47,6 +47,10 @@ def cmd_deploy(args) -> int:
             heads = ", ".join(f"{r['node']!r} ({r['type']})" for r in ro["nodes"])
             console.print(f"on the chip: {chip}; on the host: readout {heads} from the chip's output spikes, in Loihi's "
                           f"integer arithmetic (as the emulator; stored in {ro['data']}, run by simulators.host_readout)")  # fmt: skip
+        if desc.get("bias_input"):  # bias units (docs/fixed-point.md 3b)
+            console.print(f"bias unit: {desc['bias_input']}")
+        if desc.get("bias_units"):
+            console.print(f"bias units: {desc['bias_units']}")
         console.print(f"run it with lava.lib.dl.netx.hdf5.{desc['run']}; input: {desc['input_order']}")
         if args.report:
             console.print(f"wrote {args.report}")
