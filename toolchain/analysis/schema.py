@@ -230,6 +230,7 @@ class SweepRecord(_Record):
     backend: Optional[str] = None
     profile: Optional[str] = None
     samples: Optional[int] = None
+    recommendation: Optional[Dict[str, Any]] = None  # toolchain/analysis/recommend.py
     extra: Dict[str, Any] = field(default_factory=dict)
 
     NESTED = {"rows": SweepRow}

@@ -24,6 +24,7 @@ from toolchain.analysis.schema import kind_of, parse
 SECTION_TITLES = {
     "summary": "Summary",
     "segmentation": "Segmentation (mean IoU)",
+    "recommendation": "Recommendation: which method at each target timestep",
     "sweep": "Timestep sweep",
     "metrics": "Activity per layer",
     "synops": "Synaptic operations (NeuroBench)",
@@ -330,6 +331,66 @@ def plot_raster(rec: dict) -> Optional[bytes]:
     return _png(fig)
 
 
+def recommendation_table(rec: dict):
+    """(title, columns, rows) of a sweep's recommendation (toolchain/analysis/recommend.py)."""
+    metric = rec.get("metric", "accuracy").replace("_", " ")
+    rows = []
+    for c in rec.get("per_dt", []):
+        rows.append([
+            f"{c['dt'] * 1e3:g} ms", f"{c['rho']:g}", c["method"], _f(c["metric"]),
+            "n/a" if c.get("loss") is None else ("0" if abs(c["loss"]) < 5e-4 else f"{-c['loss']:+.3f}"),
+            _joules(c["energy_per_inference_j"]) if c.get("energy_per_inference_j") is not None else "n/a",
+            "n/a" if c.get("latency_per_inference_s") is None else f"{c['latency_per_inference_s'] * 1e3:.3g} ms",
+            _f(c.get("spikes_per_inference")),
+            ", ".join(f"{x['method']} {x['metric']:.3f}" for x in c.get("candidates", [])[1:]),
+        ])  # fmt: skip
+    src = rec.get("source_dt")
+    title = (f"Best zero-shot method per target dt (trained at {src * 1e3:g} ms; rule: {rec.get('rule', '')})"
+             if src else "Best zero-shot method per target dt")  # fmt: skip
+    cols = ["target dt", "rho", "method", metric, "change vs trained dt", "energy / inference",
+            "latency / inference", "spikes / inference", "other methods"]  # fmt: skip
+    return (title, cols, rows)
+
+
+def plot_front(sweep: dict) -> Optional[bytes]:
+    """Accuracy against energy per inference for every cell, the recommendation's front marked."""
+    rec = sweep.get("recommendation") or {}
+    metric = rec.get("metric", "accuracy")
+    pts = []
+    for r in sweep["rows"]:
+        e = default_energy(r.get("record") or {}) if isinstance(r.get("record"), dict) else None
+        if e is None or r.get(metric) is None:
+            continue
+        pts.append((r["method"], float(r["dt"]), float(e["total_j"]), float(r[metric])))
+    if not pts:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=110)
+    methods = list(dict.fromkeys(p[0] for p in pts))
+    for i, m in enumerate(methods):
+        xs = [p[2] * 1e6 for p in pts if p[0] == m]
+        ys = [p[3] for p in pts if p[0] == m]
+        ax.scatter(xs, ys, label=m, color=f"C{i}", s=28, alpha=0.8)
+    front = sorted((c["energy_per_inference_j"] * 1e6, c["metric"]) for c in rec.get("pareto", []))
+    if front:
+        ax.plot([f[0] for f in front], [f[1] for f in front], "k--", lw=1, label="front")
+    for c in rec.get("per_dt", []):
+        if c.get("energy_per_inference_j") is not None:
+            ax.annotate(f"{c['dt'] * 1e3:g} ms", (c["energy_per_inference_j"] * 1e6, c["metric"]),
+                        textcoords="offset points", xytext=(4, 4), fontsize=8)  # fmt: skip
+    ax.set_xscale("log")
+    ax.set_xlabel("energy per inference (uJ, default model)")
+    ax.set_ylabel(metric.replace("_", " "))
+    ax.set_title("accuracy-energy front (labels: the recommended cell per target dt)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return _png(fig)
+
+
 def plot_sweep(sweep: dict) -> Dict[str, bytes]:
     plt = _plt()
     metric = sweep.get("metric", "accuracy")
@@ -419,6 +480,10 @@ def build_report(
         sweep["rows"] = [dict(r, record=with_energy_models(r["record"], energy_models)) if isinstance(r.get("record"), dict) else r for r in sweep["rows"]]
 
     sections: List[Tuple[str, List, List[Tuple[str, bytes]]]] = []  # (id, tables, images)
+    if sweep and sweep.get("recommendation"):  # the deployment answer first
+        rtab = recommendation_table(sweep["recommendation"])
+        front = plot_front(sweep)
+        sections.append(("recommendation", [rtab], [("front", front)] if front else []))
     tabs = run_tables(rec) if rec else {}
     if "summary" in tabs:
         sections.append(("summary", tabs["summary"], []))
@@ -524,6 +589,8 @@ def print_summary(result: Dict[str, object], console=None) -> None:
         console.print(t)
 
     if result.get("sweep"):
+        if result["sweep"].get("recommendation"):
+            show(*recommendation_table(result["sweep"]["recommendation"]))
         show(*sweep_table(result["sweep"]))
     rec = result.get("record")
     if rec:

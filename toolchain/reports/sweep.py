@@ -306,7 +306,7 @@ def _sweep_locked(graph, model_path, data, dts, methods, backend, out_dir, sampl
     if bar:
         bar.close()
     ordered = [rows[c.key] for c in cells]
-    result = SweepRecord.from_dict({
+    result = {
         "metric": metric_of(ordered),
         "model": model_path,
         "data": data,
@@ -315,7 +315,11 @@ def _sweep_locked(graph, model_path, data, dts, methods, backend, out_dir, sampl
         "source_dt": src_dt,
         "samples": samples,
         "rows": ordered,
-    }).to_dict()
+    }
+    from toolchain.analysis.recommend import recommendation
+
+    result["recommendation"] = recommendation(result)  # the deployment answer (docs/retiming.md)
+    result = SweepRecord.from_dict(result).to_dict()
     write_sweep(result, out_dir)
     return result
 

@@ -65,10 +65,60 @@ def cmd_sweep(args) -> int:
                      "" if r.get(metric) is None else r[metric],
                      "" if r.get("spikes_per_sample") is None else r["spikes_per_sample"],
                      r.get("error", "")[:60]])
-    if not args.quiet:
+    print_recommendation(res)
+    if not args.quiet and getattr(args, "verbose", True):
         new_console().print(table(f"sweep on {args.backend} (trained at dt={res['source_dt'] * 1e3:g} ms)",
                                 ["dt", "rho", "method", metric.replace("_", " "), "spikes/sample", "note"], rows))
     print(f"wrote {args.output}/sweep.json, sweep.csv, {metric}_vs_dt.png, spikes_vs_dt.png")
+    return 0
+
+
+def print_recommendation(res) -> None:
+    """The sweep's recommendation first, in a few lines (toolchain/analysis/recommend.py)."""
+    from toolchain.analysis.recommend import summary_lines
+
+    rec = res.get("recommendation")
+    if not rec:
+        return
+    print(f"recommendation (best zero-shot method per target dt, trained at {rec['source_dt'] * 1e3:g} ms; "
+          f"rule: docs/retiming.md):")  # fmt: skip
+    for line in summary_lines(rec):
+        print("  " + line)
+    if rec.get("pareto"):
+        front = ", ".join(f"{c['dt'] * 1e3:g} ms/{'='.join(c.get('methods') or [c['method']])}" for c in rec["pareto"])
+        print(f"  accuracy-energy-latency front: {front}")
+    if rec.get("note"):
+        print(f"  note: {rec['note']}")
+
+
+def cmd_recommend(args) -> int:
+    """``nirdeploy recommend MODEL --data D --dt LIST``: the sweep a deployment needs (every zero-shot
+    method at every target dt, plus the training dt for the loss), its recommendation first."""
+    from toolchain.ir import discretization_of, load_graph
+    from toolchain.dynamics.retiming import METHODS as ZERO_SHOT
+    from toolchain.reports.sweep import sweep
+
+    check_output_dir(args.output, "-o")
+    dts = _floats(args.dt, "--dt")
+    source = None
+    graph = load_graph(args.model)
+    if args.source_dt is not None or args.reset is not None or args.reset_delay is not None \
+            or args.recurrent_step0 is not None:
+        source = discretization_of(
+            graph, dt=args.source_dt, scheme=args.scheme, input_convention=args.input_convention,
+            reset=args.reset, reset_delay=args.reset_delay, recurrent_step0=args.recurrent_step0,
+        ).to_metadata()
+    src_dt = float(source["dt"]) if source else float(discretization_of(graph).dt)
+    if not any(abs(d - src_dt) <= 1e-12 * src_dt for d in dts):
+        dts = sorted(dts + [src_dt])  # the loss is measured against the model at its own dt
+    methods = list(ZERO_SHOT)
+    res = sweep(
+        args.model, args.data, dts, methods, args.backend, args.output,
+        samples=args.samples, workers=args.workers, progress=not args.quiet, source=source, profile=args.profile,
+    )
+    print_recommendation(res)
+    print(f"wrote {args.output}/sweep.json (recommendation, rows), sweep.csv and plots; "
+          f"nirdeploy report {args.output} renders it")  # fmt: skip
     return 0
 
 
@@ -108,3 +158,20 @@ def register(sub) -> None:
     p.add_argument("-o", "--output", required=True, help="output directory")
     p.add_argument("-q", "--quiet", action="store_true")
     p.set_defaults(func=cmd_sweep)
+
+    p = sub.add_parser("recommend", help="which retiming method at each target timestep, at what accuracy, "
+                                         "energy and latency (runs the sweep it needs)")  # fmt: skip
+    p.add_argument("model")
+    p.add_argument("--data", required=True, help=DATA_HELP)
+    p.add_argument("--dt", required=True, help="comma-separated target timesteps in seconds (the training dt is added)")
+    p.add_argument("--backend", default="reference", choices=names(), help=BACKEND_HELP)
+    add_profile_arg(p)
+    p.add_argument("--samples", type=int)
+    p.add_argument("--workers", type=int, help="parallel cells (default: number of cores)")
+    p.add_argument("--source-dt", type=float, help="the timestep the graph was trained at, for graphs written by other tools (default: its metadata)")
+    p.add_argument("--scheme", choices=SCHEMES)
+    p.add_argument("--input-convention", choices=CONVENTIONS)
+    add_reset_args(p)
+    p.add_argument("-o", "--output", required=True, help="output directory")
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.set_defaults(func=cmd_recommend)
