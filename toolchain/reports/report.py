@@ -369,12 +369,13 @@ def plot_front(sweep: dict) -> Optional[bytes]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from toolchain.reports.plots import color_of, method_order
+
     fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=110)
-    methods = list(dict.fromkeys(p[0] for p in pts))
-    for i, m in enumerate(methods):
+    for m in method_order(p[0] for p in pts):
         xs = [p[2] * 1e6 for p in pts if p[0] == m]
         ys = [p[3] for p in pts if p[0] == m]
-        ax.scatter(xs, ys, label=m, color=f"C{i}", s=28, alpha=0.8)
+        ax.scatter(xs, ys, label=m, color=color_of(m), s=28, alpha=0.8)
     front = sorted((c["energy_per_inference_j"] * 1e6, c["metric"]) for c in rec.get("pareto", []))
     if front:
         ax.plot([f[0] for f in front], [f[1] for f in front], "k--", lw=1, label="front")
@@ -392,19 +393,8 @@ def plot_front(sweep: dict) -> Optional[bytes]:
 
 
 def plot_sweep(sweep: dict) -> Dict[str, bytes]:
-    plt = _plt()
-    metric = sweep.get("metric", "accuracy")
-    rows = [r for r in sweep["rows"] if r.get("dt") is not None]
-    methods = sorted({str(r.get("method")) for r in rows})
-
-    def series(fn):
-        out = {}
-        for mth in methods:
-            pts = sorted((float(r["dt"]) * 1e3, fn(r)) for r in rows if str(r.get("method")) == mth)
-            pts = [(x, y) for x, y in pts if y is not None]
-            if pts:
-                out[mth] = pts
-        return out
+    """Metric, spikes and energy against the timestep (toolchain/reports/plots.py conventions)."""
+    from toolchain.reports.plots import sweep_figures
 
     def energy_of(r):
         e = default_energy(r.get("record") or {})
@@ -414,33 +404,7 @@ def plot_sweep(sweep: dict) -> Dict[str, bytes]:
         e = default_energy(r.get("record") or {})
         return None if e is None else e["dynamic_j"] * 1e6
 
-    figs = {}
-    for key, fn, ylabel in (
-        ("sweep_accuracy", lambda r: r.get(metric), metric.replace("_", " ")),
-        ("sweep_spikes", lambda r: r.get("spikes_per_sample"), "spikes per inference"),
-        ("sweep_energy", energy_of, "energy per inference (uJ)"),
-    ):
-        fig, ax = plt.subplots(figsize=(6, 3.4))
-        ser = series(fn)
-        for mth, pts in ser.items():
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=mth)
-        if key == "sweep_energy":
-            for mth, pts in series(dyn_of).items():
-                ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="x", linestyle="--", label=f"{mth} (dynamic only)")
-        ax.set_xscale("log")
-        from matplotlib.ticker import ScalarFormatter
-
-        ax.xaxis.set_major_formatter(ScalarFormatter())
-        ax.xaxis.set_minor_formatter(ScalarFormatter())
-        ax.set_xlabel("timestep dt (ms)")
-        ax.set_ylabel(ylabel)
-        if not ser:
-            ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes)
-        else:
-            ax.legend(fontsize=7)
-        ax.set_title(ylabel + " vs timestep")
-        figs[key] = _png(fig)
-    return figs
+    return sweep_figures(sweep, energy_of, dyn_of)
 
 
 # --------------------------------------------------------------------------- writers

@@ -376,36 +376,15 @@ def write_sweep(result: Dict, out_dir: str) -> None:
 
 
 def plot_sweep(result: Dict, out_dir: str) -> List[str]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    """``{metric}_vs_dt.png`` and ``spikes_vs_dt.png`` in the sweep directory (the report's figures)."""
+    from toolchain.reports.plots import sweep_figures
 
     metric = result.get("metric", "accuracy")
-    rows = [r for r in result["rows"] if r.get(metric) is not None]
-    methods = list(dict.fromkeys(r["method"] for r in result["rows"]))
+    figs = sweep_figures(result)
     paths = []
-    for key, ylabel, fname in (
-        (metric, metric.replace("_", " "), f"{metric}_vs_dt.png"),
-        ("spikes_per_sample", "spikes per sample", "spikes_vs_dt.png"),
-    ):
-        fig, ax = plt.subplots(figsize=(6, 4))
-        for m in methods:
-            pts = sorted((r["dt"], r[key]) for r in rows if r["method"] == m and r.get(key) is not None)
-            if pts:
-                xs, ys = zip(*pts)
-                ax.plot(np.array(xs) * 1e3, ys, marker="o", label=m)
-        ax.axvline(result["source_dt"] * 1e3, color="gray", ls=":", lw=1, label="trained dt")
-        ax.set_xscale("log", base=2)
-        ax.set_xlabel("target dt (ms)")
-        ax.set_ylabel(ylabel)
-        ax.set_title(f"{ylabel} vs timestep ({result['backend']})")
-        ax.legend(fontsize=8)
-        ax.grid(alpha=0.3)
-        fig.tight_layout()
+    for key, fname in (("sweep_accuracy", f"{metric}_vs_dt.png"), ("sweep_spikes", "spikes_vs_dt.png")):
         p = os.path.join(out_dir, fname)
-        with atomic_path(p) as tmp:
-            fig.savefig(tmp, dpi=110, format="png")
-        plt.close(fig)
+        with atomic_path(p) as tmp, open(tmp, "wb") as f:
+            f.write(figs[key])
         paths.append(p)
     return paths
