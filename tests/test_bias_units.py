@@ -324,3 +324,31 @@ def test_run_record_and_report_say_how_the_model_maps(norse_runs):
     for node, u in lm["bias_units"].items():
         assert layers[node]["bias_unit"]["synops_per_sample"] == u["synapses"] * x.shape[1]
     assert rec["resources"]["totals"]["bias_units"] == sum(u["units"] for u in lm["bias_units"].values())
+
+
+def test_approximations_are_said_with_their_numbers(norse_runs, tmp_path):
+    """Run records list what changed between the graph and what ran (issue 12, point 4)."""
+    from toolchain.analysis.records import run_record
+    from toolchain.reports.report import run_tables
+
+    kind, prog, x, res = norse_runs
+    rec = run_record(res["emulator"], prog, inputs=x)
+    kinds = {a["kind"] for a in rec["approximations"]}
+    assert "bias_unit" in kinds
+    assert ("host_readout" in kinds) == (kind == "recurrent-li")
+    for a in rec["approximations"]:
+        assert a["message"].startswith(str(a["node"])) or a["node"] is None
+    ref = run_record(res["reference"], prog, inputs=x)  # the reference runs the graph itself
+    assert "bias_unit" not in {a["kind"] for a in ref.get("approximations", [])}
+    # a projected (exact-scheme) CubaLIF: the error is in the record and the report's summary
+    from toolchain.ir import discretization_of
+    from toolchain.program import lower
+
+    g = prog.graph
+    exact = lower(g, discretization_of(g).replace(scheme="exact"))
+    em = run("emulator", exact, x)
+    rec = run_record(em, exact, inputs=x)
+    proj = [a for a in rec["approximations"] if a["kind"] == "cuba_projection"]
+    assert proj and all(0 < a["value"] < 1 for a in proj) and f"{proj[0]['value']:.3g}" in proj[0]["message"]
+    summary = dict(run_tables(rec)["summary"][0][2])
+    assert "cuba projection" in summary

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
@@ -130,9 +130,50 @@ def run_record(
     info = {k: v for k, v in result.info.items() if k != "seconds"}
     if info:
         rec["backend_info"] = _jsonable(info)
+    notes = approximations(rec)
+    if notes:
+        rec["approximations"] = notes
     if extra:
         rec.update(_jsonable(extra))
     return RunRecord.from_dict(rec).to_dict()  # the schema (docs/records.md): checked, versioned
+
+
+#: backends that run the Loihi mapping (CUBA form, bias units, fixed point)
+LOIHI_BACKENDS = ("lava-float", "lava-fixed", "emulator")
+
+
+def approximations(rec: Dict[str, Any]) -> List[Dict[str, Any]]:
+    """What changed between the graph and what ran, each with its number (a run record's top level,
+    printed by ``simulate`` and shown in the report): the projection onto Loihi's CUBA neuron
+    (relative impulse-response error), fixed-point saturation (u wraps, v saturations), bias units
+    and host readouts (exact, but the network that runs differs from the graph), calibration."""
+    out: List[Dict[str, Any]] = []
+    info = rec.get("backend_info") or {}
+    if rec.get("backend") in LOIHI_BACKENDS:
+        for node, err in sorted((info.get("cuba_error") or {}).items()):
+            if err and float(err) > 0:
+                out.append({"kind": "cuba_projection", "node": node, "value": float(err),
+                            "message": f"{node}: projected onto Loihi's CUBA neuron, relative impulse-response "
+                                       f"error {float(err):.3g} (the exact scheme's input reaches v within the step)"})  # fmt: skip
+        for node, st in sorted((info.get("saturation") or {}).items()):
+            w, v = int(st.get("u_wraps", 0)), int(st.get("v_saturations", 0))
+            if w or v:
+                out.append({"kind": "saturation", "node": node, "value": w + v,
+                            "message": f"{node}: {w} u wraps and {v} v saturations in fixed point (24-bit state); "
+                                       f"quantize with calibration data (deploy --data) to avoid them"})  # fmt: skip
+        for node, u in sorted(((rec.get("loihi_mapping") or {}).get("bias_units") or {}).items()):
+            out.append({"kind": "bias_unit", "node": node, "value": int(u["units"]),
+                        "message": f"{node}: its constant input enters the synaptic current through {u['units']} "
+                                   f"bias unit(s) with {u['synapses']} synapses (exact; counted in resources and energy)"})  # fmt: skip
+    for node in (rec.get("loihi_mapping") or {}).get("host_readout") or []:
+        out.append({"kind": "host_readout", "node": node, "value": None,
+                    "message": f"{node}: non-spiking, so a .net runs it on the host from the chip's output spikes "
+                               f"(in Loihi's integers, exact)"})  # fmt: skip
+    calib = info.get("calibration") or rec.get("calibration")
+    if calib:
+        out.append({"kind": "calibration", "node": None, "value": None,
+                    "message": f"fixed-point scales calibrated on {calib if isinstance(calib, str) else 'calibration data'}"})
+    return out
 
 
 def activity_sections(result: SimResult, program, inputs=None, energy_models=None, raster_events: int = 5000):

@@ -74,6 +74,8 @@ def _print_record(rec, console):
             f"synaptic operations per sample: Effective_ACs {tot['Effective_ACs']:.4g}, "
             f"Effective_MACs {tot.get('Effective_MACs', 0):.4g}, Dense {tot.get('Dense', 0):.4g}"
         )
+    for a in rec.get("approximations") or []:  # what runs differs from the graph: say it, with the number
+        console.print(f"note: {a['message']}")
     energy = rec.get("energy") or {}
     for m in energy.get("models", [])[:1]:
         console.print(

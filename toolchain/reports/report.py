@@ -138,6 +138,9 @@ def run_tables(rec: dict) -> Dict[str, List[Tuple[str, List[str], List[List[str]
         ["energy per inference (" + (e["name"] if e else "n/a") + ")", _joules(e["total_j"]) if e else "n/a"],
         ["Loihi 2 cores / chips", f"{res.get('totals', {}).get('cores', 'n/a')} / {res.get('totals', {}).get('chips', 'n/a')}" if res else "n/a"],
     ]
+    for a in rec.get("approximations") or []:
+        if a["kind"] in ("cuba_projection", "saturation", "calibration"):
+            summ.append([a["kind"].replace("_", " "), a["message"]])
     lm = rec.get("loihi_mapping") or {}
     if lm.get("host_readout"):
         summ.append(["readout on the host (deploy)", ", ".join(lm["host_readout"]) +
