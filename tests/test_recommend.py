@@ -114,3 +114,22 @@ def test_recommend_command_prints_the_answer_first(demo_sweep, tmp_path):
     assert sorted({row["method"] for row in sw["rows"]}) == ["euler", "exact", "integral", "tau"]
     assert len(lines) <= 8
     assert np.isclose(sw["recommendation"]["source_dt"], 1e-3)
+
+
+def test_report_of_a_compare_record(tmp_path):
+    """`nirdeploy report` renders a compare record (the agreement with Lava reaches a report)."""
+    from toolchain import api
+    from toolchain.demo import DEMO_CHECKPOINT, DEMO_MODEL
+    from toolchain.reports.report import build_report
+
+    api.export_checkpoint(DEMO_MODEL, str(DEMO_CHECKPOINT), output=str(tmp_path / "m.nir"))
+    env = {"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"}
+    p = subprocess.run([sys.executable, "-m", "toolchain.cli.main", "compare", str(tmp_path / "m.nir"), "--data",
+                        "default", "--samples", "20", "--backends", "reference,emulator", "-q", "-o",
+                        str(tmp_path / "cmp.json")], capture_output=True, text=True, env=env, timeout=600)  # fmt: skip
+    assert p.returncode == 0, p.stderr
+    cmp = json.loads((tmp_path / "cmp.json").read_text())
+    r = build_report(str(tmp_path / "cmp.json"), str(tmp_path / "c.html"), str(tmp_path / "c.md"))
+    assert r["kind"] == "compare" and r["sections"][0] == "comparison" and "summary" in r["sections"]
+    md = (tmp_path / "c.md").read_text()
+    assert "reference vs emulator" in md and f"{cmp['spike_agreement']:.4g}"[:4] in md

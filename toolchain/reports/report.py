@@ -25,6 +25,7 @@ SECTION_TITLES = {
     "summary": "Summary",
     "segmentation": "Segmentation (mean IoU)",
     "recommendation": "Recommendation: which method at each target timestep",
+    "comparison": "Backend comparison",
     "sweep": "Timestep sweep",
     "metrics": "Activity per layer",
     "synops": "Synaptic operations (NeuroBench)",
@@ -53,8 +54,9 @@ def load_input(path: str) -> Tuple[str, dict]:
         parse(data)  # validates the schema (toolchain/analysis/schema.py)
         return kind, data
     if kind == "compare":
-        raise NirDeployError(f"{path} is a compare record; report one of the runs it compares (simulate -o RUN.json)")
-    raise NirDeployError(f"{path} is neither a run record nor a sweep (sweep.json with 'rows')")
+        parse(data)
+        return kind, data
+    raise NirDeployError(f"{path} is neither a run record, a compare record nor a sweep (sweep.json with 'rows')")
 
 
 def with_energy_models(rec: dict, models: Optional[Sequence[str]]) -> dict:
@@ -334,6 +336,28 @@ def plot_raster(rec: dict) -> Optional[bytes]:
     return _png(fig)
 
 
+def compare_tables(cmp: dict) -> List[Tuple[str, List[str], List[List[str]]]]:
+    """The tables of a compare record: agreement, metrics per backend, agreement per layer."""
+    a, b = cmp["backends"][:2]
+    rows = [
+        ["backends", f"{a} vs {b}"],
+        ["samples x steps", f"{cmp['samples']} x {cmp['n_steps']}"],
+        ["spike agreement (all layers)", _f(cmp["spike_agreement"])],
+        ["prediction agreement", _f(cmp["prediction_agreement"])],
+        ["samples with identical spikes", f"{cmp['samples_with_identical_spikes']} of {cmp['samples']}"],
+        ["output max |difference|", _f(cmp["output_max_abs_diff"])],
+    ]
+    for key in ("accuracy", "mean_iou"):
+        for be, v in (cmp.get(key) or {}).items():
+            rows.append([f"{key.replace('_', ' ')} ({be}, on these {cmp['samples']} samples)", _f(v)])
+    layers = [[l["name"], _f(l["spike_agreement"]), _f(l["spikes_a"]), _f(l["spikes_b"]), _f(l["samples_identical"])]
+              for l in cmp["layers"]]  # fmt: skip
+    return [
+        (f"{a} vs {b}", ["quantity", "value"], rows),
+        ("Agreement per layer", ["layer", "spike agreement", f"spikes ({a})", f"spikes ({b})", "samples identical"], layers),
+    ]
+
+
 def recommendation_table(rec: dict):
     """(title, columns, rows) of a sweep's recommendation (toolchain/analysis/recommend.py)."""
     metric = rec.get("metric", "accuracy").replace("_", " ")
@@ -439,7 +463,12 @@ def build_report(
     """Write the HTML (and Markdown) report of a run record or sweep; returns paths and tables."""
     kind, data = load_input(path)
     sweep = data if kind == "sweep" else None
-    rec = _pick_run(sweep) if sweep else data
+    cmp = data if kind == "compare" else None
+    if cmp is not None:  # per-run sections: the first backend's run (the compare record keeps every run)
+        runs = cmp.get("runs") or {}
+        rec = next((runs[b] for b in cmp["backends"] if b in runs), None)
+    else:
+        rec = _pick_run(sweep) if sweep else data
     if rec is not None:
         rec = with_energy_models(rec, energy_models)
     if sweep and energy_models:
@@ -447,6 +476,8 @@ def build_report(
         sweep["rows"] = [dict(r, record=with_energy_models(r["record"], energy_models)) if isinstance(r.get("record"), dict) else r for r in sweep["rows"]]
 
     sections: List[Tuple[str, List, List[Tuple[str, bytes]]]] = []  # (id, tables, images)
+    if cmp is not None:
+        sections.append(("comparison", compare_tables(cmp), []))
     if sweep and sweep.get("recommendation"):  # the deployment answer first
         rtab = recommendation_table(sweep["recommendation"])
         front = plot_front(sweep)
@@ -480,7 +511,8 @@ def build_report(
         with atomic_write(out_md, "w") as f:
             f.write(text)
         written["md"] = out_md
-    return {"kind": kind, "paths": written, "record": rec, "sweep": sweep, "sections": [s[0] for s in sections]}
+    return {"kind": kind, "paths": written, "record": rec, "sweep": sweep, "compare": cmp,
+            "sections": [s[0] for s in sections]}
 
 
 def _html(title, sections, caveats, kind, picked) -> str:
@@ -555,6 +587,9 @@ def print_summary(result: Dict[str, object], console=None) -> None:
             t.add_row(*[str(v) for v in r])
         console.print(t)
 
+    if result.get("compare"):
+        for t in compare_tables(result["compare"]):
+            show(*t)
     if result.get("sweep"):
         if result["sweep"].get("recommendation"):
             show(*recommendation_table(result["sweep"]["recommendation"]))
