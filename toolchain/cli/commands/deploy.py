@@ -52,6 +52,10 @@ def cmd_deploy(args) -> int:
         if desc.get("bias_units"):
             console.print(f"bias units: {desc['bias_units']}")
         console.print(f"run it with lava.lib.dl.netx.hdf5.{desc['run']}; input: {desc['input_order']}")
+        console.print("  netx settings: reset_interval = the steps per sample (e.g. 100 for 100 bins), reset_offset = 1, "
+                      "input_message_bits = 16 (graded event counts up to 32767)")  # fmt: skip
+        console.print("  on a Loihi 2 system (lava-loihi, untested here): the same Network with "
+                      "run_cfg=Loihi2HwCfg() from lava.magma.core.run_configs instead of Loihi2SimCfg")  # fmt: skip
         if args.report:
             console.print(f"wrote {args.report}")
     return 0
