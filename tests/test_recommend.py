@@ -133,3 +133,16 @@ def test_report_of_a_compare_record(tmp_path):
     assert r["kind"] == "compare" and r["sections"][0] == "comparison" and "summary" in r["sections"]
     md = (tmp_path / "c.md").read_text()
     assert "reference vs emulator" in md and f"{cmp['spike_agreement']:.4g}"[:4] in md
+
+
+def test_demo_fits_one_screen(tmp_path):
+    """The demo's default output is at most 50 lines: the accuracy/agreement table and where the files are."""
+    env = {"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin", "COLUMNS": "100"}
+    r = subprocess.run([sys.executable, "-m", "toolchain.cli.main", "demo", "-o", str(tmp_path / "d"),
+                        "--lava-samples", "4"], capture_output=True, text=True, env=env, timeout=900)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.strip().splitlines()
+    assert len(lines) <= 50, len(lines)
+    text = r.stdout
+    assert "accuracy and agreement" in text and "reference on the Lava samples" in text
+    assert "report.html" in text and "uJ" in text

@@ -211,7 +211,7 @@ def cmd_demo(args) -> int:
     from toolchain.demo import run_demo
 
     check_output_dir(args.output, "-o")
-    run_demo(args.output, lava_samples=args.lava_samples, quiet=args.quiet)
+    run_demo(args.output, lava_samples=args.lava_samples, quiet=args.quiet, verbose=args.verbose)
     return 0
 
 
@@ -299,6 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", dest="output", help=argparse.SUPPRESS)  # the old spelling
     p.add_argument("--lava-samples", type=int, default=32, help="test samples to run on Lava")
     p.add_argument("-q", "--quiet", action="store_true")
+    p.add_argument("-v", "--verbose", action="store_true", help="also print the report's tables (metrics, energy, resources)")
     p.set_defaults(func=cmd_demo)
 
     # further commands live in toolchain/cli/commands/<name>.py, each with register(subparsers)
