@@ -339,6 +339,9 @@ def test_why_delayed_zero_reset_of_synaptic_is_refused():
 
 
 # --------------------------------------------------------------------------- Lava: chains of all types per reset rule
+MEANS = {"subtract": (0.25, 0.1), "zero": (0.25, 0.1), "none": (0.05, -0.02)}  # weight means: first, others
+
+
 def chain(reset):
     """All neuron types in one chain with one reset rule (subtract: the delayed one; value: reset to
     zero; none), each behind a biased Linear; the recurrent ones with a biased recurrent Linear."""
@@ -351,7 +354,8 @@ def chain(reset):
     layers, n_prev = [], N_IN
     for i, (kind, delay) in enumerate(kinds):
         n = 8
-        layers.append(linear(n_prev, n, 10 + i, mean=0.45 if i == 0 else 0.35))
+        m0, m = MEANS[reset]
+        layers.append(linear(n_prev, n, 10 + i, mean=m0 if i == 0 else m))
         layers.append(with_biased_recurrence(neuron(kind, n, reset, delay, per_neuron=i % 2 == 0, seed=20 + i), 30 + i))
         n_prev = n
     return Chain(layers)
@@ -383,7 +387,7 @@ def test_emulator_and_lava_fixed_agree_bit_for_bit_on_an_snntorch_export(lava_ru
     from toolchain.loihi.quantize import quantize
 
     r = lava_runs["subtract"]
-    fx = quantize(r["prog"], calib_inputs=r["x"])
+    fx = quantize(r["prog"])
     emu = backends.run("emulator", r["prog"], r["x"], quant=fx)
     fixed = backends.run("lava-fixed", r["prog"], r["x"], quant=fx)
     assert sorted(emu.spikes) == sorted(fixed.spikes) and len(emu.spikes) == 5
