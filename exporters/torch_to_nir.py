@@ -363,10 +363,6 @@ def export_model(
     Returns a ``nir.NIRGraph`` whose ``metadata`` holds dt, scheme, input convention, reset,
     initial state, the source framework and version, and the readout rule.
     """
-    from .snntorch_to_nir import export_snntorch, is_snntorch_model
-
-    if is_snntorch_model(model):  # snnTorch neurons cannot be fx-traced: their own frontend
-        return export_snntorch(model, input_shape=input_shape, dt=dt, readout=readout, extra_metadata=extra_metadata)
     import norse
 
     model = model.eval()
