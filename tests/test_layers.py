@@ -23,7 +23,7 @@ LAYERS = [
     ("dynamics", ["toolchain.dynamics"]),
     ("passes", ["toolchain.passes"]),
     ("program", ["toolchain.program"]),
-    ("frontends", ["exporters.torch_to_nir", "exporters.checkpoint", "exporters.layers", "exporters.torch_run"]),
+    ("frontends", ["exporters.torch_to_nir", "exporters.snntorch_to_nir", "exporters.checkpoint", "exporters.layers", "exporters.torch_run"]),
     ("loihi", ["toolchain.loihi", "exporters.nir_to_netx"]),
     ("backends", ["simulators.result", "simulators.reference", "simulators.emulator", "simulators.lava_runtime",
                   "simulators.lava_float", "simulators.lava_fixed", "simulators.lava_netx", "simulators.lava_subtract",

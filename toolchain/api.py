@@ -41,12 +41,16 @@ def export(model, input_shape: Optional[Sequence[int]] = None, dt: Optional[floa
     """Export an in-memory per-step model (``out, state = model(x_t, state)``) to a NIR graph.
 
     ``dt``: the training timestep, needed only where the model's cells carry none (plain torch);
-    norse cells carry theirs. ``readout``: how outputs become a class (sum, max, mean, last).
+    norse cells carry theirs; snnTorch models (docs/snntorch.md) need it. ``readout``: how outputs
+    become a class (sum, max, mean, last).
     Writes ``output`` (.nir) when given; returns the graph either way."""
+    from exporters.snntorch_to_nir import export_snntorch, is_snntorch_model
     from exporters.torch_to_nir import export_model
     from toolchain.ir import save_graph
 
-    graph = export_model(model, input_shape=input_shape, dt=dt, readout=readout, extra_metadata=metadata)
+    # snnTorch neurons cannot be fx-traced: they have their own frontend (docs/snntorch.md)
+    export = export_snntorch if is_snntorch_model(model) else export_model
+    graph = export(model, input_shape=input_shape, dt=dt, readout=readout, extra_metadata=metadata)
     if output:
         save_graph(graph, output)
     return graph

@@ -25,6 +25,10 @@ spiking step's own recorded v (snnTorch's still holds the unsubtracted value; he
 reduced), so the spikes are identical. Hence ``v_subtract = v_threshold / a22``; a22 = 0 (no
 voltage memory) cannot carry a late subtraction and is refused.
 
+No reset (``reset = "none"``, snnTorch's ``reset_mechanism="none"``): spikes are emitted where
+v > v_threshold and v is left as it is; expressed as a subtraction of nothing (``v_subtract = 0``),
+so every backend that resets by subtraction runs it unchanged.
+
 Continuous-time form, dx/dt = Ac x + Bc s(t) + cc, from NIR's parameters:
 
     LI/LIF     Ac = -1/tau                 Bc = r/tau          cc = v_leak/tau
@@ -237,6 +241,8 @@ def neuron_ssm(node, shape, node_name: str, disc: Discretization, override=None)
         v_th = None
         v_reset = np.zeros(n)
     v_sub = _subtract_amount(A, v_th, disc, node_name, kind) if v_th is not None and disc.reset == "subtract" else None
+    if v_th is not None and disc.reset == "none":  # no reset: every backend's subtraction of nothing
+        v_sub = np.zeros(n)
     init = disc.initial_v(node_name)
     x0 = np.zeros((n, s))
     if init == "v_leak" and hasattr(node, "v_leak"):

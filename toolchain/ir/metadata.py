@@ -7,7 +7,9 @@ NIR stores continuous-time parameters and no timestep. A graph written by nirdep
     scheme                    "exact" (A = expm(Ac dt)) or "euler" (semi-implicit, current first)
     input_convention          "current" (a count is a current held for the bin) or
                               "impulse" (a count is a Dirac impulse: B = Bc)
-    reset                     "value" (v <- v_reset, NIR's rule) or "subtract" (v <- v - v_th)
+    reset                     "value" (v <- v_reset, NIR's rule), "subtract" (v <- v - v_th) or
+                              "none" (spikes are emitted, v is never reset: snnTorch's
+                              reset_mechanism="none")
     recurrent_step0           what a recurrent (back) edge delivers at a sample's first step:
                               "bias" (the literal reading of the graph, the default: the linear
                               ops on the edge see zero spikes and output their bias, as snnTorch's
@@ -35,7 +37,7 @@ from toolchain.errors import NirDeployError
 
 SCHEMES = ("exact", "euler")
 CONVENTIONS = ("current", "impulse")
-RESETS = ("value", "subtract")
+RESETS = ("value", "subtract", "none")
 V_INITS = ("zero", "v_leak", "v_reset")
 READOUTS = ("sum", "max", "mean", "last")
 RECURRENT_STEP0 = ("bias", "none")
