@@ -172,9 +172,12 @@ def discretization_of(
     """
     meta = graph_metadata(graph)
     if "dt" not in meta and dt is None:
+        from toolchain.ir.conventions import guidance
+
         raise NirDeployError(
             "this graph carries no timestep in its metadata (it was not written by nirdeploy); "
-            "pass --dt SECONDS (and --scheme / --input-convention if not exact / current)"
+            "pass --dt SECONDS (and --scheme / --input-convention / --reset if not exact / current / value); "
+            + guidance(graph)
         )
     base = Discretization.from_metadata(meta) if "dt" in meta else Discretization(dt=float(dt))
     kw = {}
