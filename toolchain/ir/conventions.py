@@ -31,7 +31,6 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 
-from toolchain.ir.metadata import graph_metadata
 
 SNNTORCH_DT = 1e-4
 #: the options nirdeploy assumes for a graph without metadata (discretization_of's defaults)
@@ -142,8 +141,8 @@ def _round_dt(dt: float) -> float:
 
 def detect(graph) -> Convention:
     """The convention of ``graph`` (a ``nir.NIRGraph``) as its parameters reveal it."""
-    meta = graph_metadata(graph)
-    if "dt" in meta:
+    meta = getattr(graph, "metadata", None)  # (toolchain.ir.metadata imports this module: no import back)
+    if isinstance(meta, dict) and "dt" in meta:
         return Convention("nirdeploy", "high", ["the metadata records dt and the discretization"], {}, True)
     neurons = _neurons(graph)
     if not neurons:
