@@ -16,11 +16,15 @@ norse cell            NIR node    input      parameters
 ====================  ==========  =========  ====================================
 LIFBoxCell            LIF         current    tau = 1/tau_mem_inv, r = 1
 LIBoxCell             LI          current    tau = 1/tau_mem_inv, r = 1
-LIFCell               CubaLIF     impulse    tau_syn, tau_mem, r = 1, w_in = tau_syn
+LIFCell               CubaLIF     impulse    tau_syn, tau_mem, r = 1, w_in = tau_syn (*)
 LICell                CubaLI      impulse    tau_syn, tau_mem, r = 1, w_in = tau_syn
 IAFCell               IF          impulse    r = 1
 LIFRecurrentCell      Linear -> CubaLIF, with a recurrent Linear back into the CubaLIF
 ====================  ==========  =========  ====================================
+
+(*) in ``metadata["exact_params"]``; the CubaLIF/CubaLI node itself is written in NIR's held-input
+reading, ``r = tau_mem/dt, w_in = tau_syn/tau_mem``, which norse's and snnTorch's importers read
+(``_portable_cuba``, docs/interop.md).
 
 All use the ``euler`` scheme (norse integrates with forward Euler, current first). The initial
 membrane potential is v_leak (v_reset for IAF), as in norse.

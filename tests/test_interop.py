@@ -212,12 +212,17 @@ def test_norse_reads_retimed_graphs(kind, method, tmp_path):
 
 
 def test_norse_reader_bug_ignores_r_on_integral_retime(tmp_path):
-    """norse's from_nir ignores a LIF's r (it warns); an integral retime at rho = 2 gives r close to,
-    not exactly, 0.5, which nirdeploy cannot fold into the weights without changing its own reading."""
-    g = roundtrip(retime(export_model(build("lif", 1e-3)), 2e-3, "integral"), tmp_path)
+    """norse's from_nir ignores a LIF's r (it warns). Integral retiming at rho = 2 gives r = 0.5, which
+    nirdeploy folds into the weights (norse then agrees); at rho = 3, r = 1/3 is no power of two and
+    stays (folding it would change nirdeploy's own reading by rounding): norse reads it wrong."""
+    g2 = roundtrip(retime(export_model(build("lif", 1e-3)), 2e-3, "integral"), tmp_path, "r2.nir")
+    np.testing.assert_array_equal(g2.nodes["1"].r, 1.0)
+    x = inputs(steps=300)
+    ref = run_reference(g2, x[:, ::2])
+    assert ref.sum() > 20 and agreement(run_norse(g2, x[:, ::2], dt=2e-3), ref)["agreement"] == 1.0
+    g = roundtrip(retime(export_model(build("lif", 1e-3)), 3e-3, "integral"), tmp_path)
     r = np.unique(g.nodes["1"].r)
-    assert r.size == 1 and r[0] != 0.5 and abs(r[0] - 0.5) < 0.05
-    x = inputs(steps=200)[:, ::2]
-    ref = run_reference(g, x)
-    a = agreement(run_norse(g, x, dt=2e-3), ref)
+    assert r.size == 1 and abs(r[0] - 1 / 3) < 1e-9
+    ref = run_reference(g, x[:, ::3])
+    a = agreement(run_norse(g, x[:, ::3], dt=3e-3), ref)
     assert a["spikes_reader"] > 2 * a["spikes_reference"], a

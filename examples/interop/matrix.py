@@ -122,13 +122,13 @@ def our_export_rows():
                          _cell(lambda: agreement(run_norse(g, x, dt), ref)), "", f"from_nir(g, dt={dt:g})"))
             rows.append((f"snnTorch import_from_nir <- our {kind} (dt={dt:g})", "nirdeploy -> import",
                          _cell(lambda: agreement(run_snntorch(g, x), ref)), "", "import_from_nir(g)"))
-    x = inputs(steps=200)[:, ::2]
-    for kind in ("lif", "cubalif"):
-        for method in ("tau", "exact", "integral"):
-            g = _roundtrip(retime(export_model(build(kind, 1e-3)), 2e-3, method))
-            ref = run_reference(g, x)
-            rows.append((f"norse from_nir <- our {kind} retimed {method} rho=2", "nirdeploy -> import",
-                         _cell(lambda: agreement(run_norse(g, x, 2e-3), ref)), "", "from_nir(g, dt=0.002)"))
+    for kind, method, rho in [(k, m, 2) for k in ("lif", "cubalif") for m in ("tau", "exact", "integral")] + [
+            ("lif", "integral", 3)]:
+        x = inputs(steps=300)[:, ::rho]
+        g = _roundtrip(retime(export_model(build(kind, 1e-3)), rho * 1e-3, method))
+        ref = run_reference(g, x)
+        rows.append((f"norse from_nir <- our {kind} retimed {method} rho={rho}", "nirdeploy -> import",
+                     _cell(lambda: agreement(run_norse(g, x, rho * 1e-3), ref)), "", f"from_nir(g, dt={rho * 1e-3:g})"))
     # the demo model and the shipped checkpoint
     from toolchain import api
 
