@@ -16,11 +16,15 @@ norse cell            NIR node    input      parameters
 ====================  ==========  =========  ====================================
 LIFBoxCell            LIF         current    tau = 1/tau_mem_inv, r = 1
 LIBoxCell             LI          current    tau = 1/tau_mem_inv, r = 1
-LIFCell               CubaLIF     impulse    tau_syn, tau_mem, r = 1, w_in = tau_syn
+LIFCell               CubaLIF     impulse    tau_syn, tau_mem, r = 1, w_in = tau_syn (*)
 LICell                CubaLI      impulse    tau_syn, tau_mem, r = 1, w_in = tau_syn
 IAFCell               IF          impulse    r = 1
 LIFRecurrentCell      Linear -> CubaLIF, with a recurrent Linear back into the CubaLIF
 ====================  ==========  =========  ====================================
+
+(*) in ``metadata["exact_params"]``; the CubaLIF/CubaLI node itself is written in NIR's held-input
+reading, ``r = tau_mem/dt, w_in = tau_syn/tau_mem``, which norse's and snnTorch's importers read
+(``_portable_cuba``, docs/interop.md).
 
 All use the ``euler`` scheme (norse integrates with forward Euler, current first). The initial
 membrane potential is v_leak (v_reset for IAF), as in norse.
@@ -415,5 +419,34 @@ def export_model(
         if key in g.nodes:
             tm[key] = path
     meta["torch_modules"] = tm
+    exact = _portable_cuba(g, node_conv, step_dt)
+    if exact:
+        meta["exact_params"] = exact
     g.metadata = meta
     return g
+
+
+def _portable_cuba(g, node_conv, dt: float) -> Dict[str, Dict[str, np.ndarray]]:
+    """Write each norse LIFCell/LICell (CubaLIF/CubaLI, impulse input) in NIR's own reading.
+
+    The trained model is ``r = 1, w_in = tau_syn`` with the count as an impulse (``i += u``).
+    Other tools (norse's ``from_nir``, snnTorch's ``import_from_nir``, the NIR paper's
+    convention) read an input as held over the bin, where the same model is ``r w_in = tau_syn /
+    dt``; the node gets ``r = tau_mem / dt, w_in = tau_syn / tau_mem``
+    (``toolchain.ir.metadata.portable_cuba_params``). The trained values go to
+    ``metadata["exact_params"]``, which nirdeploy reads, so its own reading is unchanged bit for bit.
+    """
+    from toolchain.ir.metadata import CUBA_TYPES, portable_cuba_params
+
+    exact = {}
+    for name, conv in node_conv.items():
+        node = g.nodes.get(name)
+        if type(node).__name__ not in CUBA_TYPES or conv.get("input_convention") != "impulse":
+            continue
+        r = np.asarray(node.r, dtype=np.float64)
+        w_in = np.asarray(node.w_in, dtype=np.float64)
+        exact[name] = {"r": r.copy(), "w_in": w_in.copy()}
+        port = portable_cuba_params(node.tau_syn, node.tau_mem, r, w_in, dt)
+        node.r = np.broadcast_to(port["r"], r.shape).astype(np.float64)
+        node.w_in = np.broadcast_to(port["w_in"], w_in.shape).astype(np.float64)
+    return exact

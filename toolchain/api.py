@@ -23,6 +23,7 @@ by other tools.
 from __future__ import annotations
 
 import os
+import sys
 from typing import Any, Dict, Optional, Sequence, Tuple
 
 import numpy as np
@@ -98,6 +99,12 @@ def inspect(model) -> Dict[str, Any]:
     meta = graph_metadata(graph)
     info: Dict[str, Any] = {"file": str(model) if isinstance(model, (str, os.PathLike)) else None, "metadata": meta,
                             "nodes": [], "edges": [list(e) for e in graph.edges]}  # fmt: skip
+    if "dt" not in meta:
+        from toolchain.ir.conventions import detect
+
+        c = detect(graph)
+        info["convention"] = {"framework": c.framework, "confidence": c.confidence, "evidence": c.evidence,
+                              "options": c.options, "cli": c.cli(), "exact": c.exact, "note": c.note}  # fmt: skip
     program = None
     try:
         program = lower_graph(graph, discretization_of(graph, dt=None if "dt" in meta else 1e-3))
@@ -201,11 +208,17 @@ def lower(model, dt: Optional[float] = None, method: Optional[str] = None, sourc
         graph = _retime(graph, dt, method, source)
         disc = discretization_of(graph)
     elif source is None:
+        from toolchain.ir.conventions import guidance, only_dt_warning
+
         if dt is None:
             raise NirDeployError(
                 "this graph carries no timestep in its metadata (it was not written by nirdeploy); "
-                "pass --dt SECONDS to run it at that timestep (and --scheme / --input-convention if not exact / current)"
+                "pass --dt SECONDS to run it at that timestep (and --scheme / --input-convention / --reset if not "
+                "exact / current / value); " + guidance(graph)
             )
+        warning = only_dt_warning(graph, scheme, input_convention, reset, reset_delay)
+        if warning:
+            print(f"nirdeploy: {warning}", file=sys.stderr)
         disc = discretization_of(graph, dt=dt, scheme=scheme, input_convention=input_convention, reset=reset,
                                  reset_delay=reset_delay, recurrent_step0=recurrent_step0)  # fmt: skip
     else:

@@ -128,9 +128,22 @@ def cmd_inspect(args) -> int:
             desc += f" recurrent from {', '.join(n['recurrent_inputs'])}"
         rows.append([n["name"], n["type"], str(tuple(n.get("in_shape", ()))), str(tuple(n.get("out_shape", ()))), n.get("neurons", ""), desc])
     console.print(table("nodes (execution order)", ["node", "type", "in", "out", "neurons", "parameters"], rows))
+    print_convention(console, info)
     if info.get("problem"):  # the nodes are shown above; the graph cannot run as it is
         raise NirDeployError(info["problem"])
     return 0
+
+
+def print_convention(console, info) -> None:
+    """inspect: for a graph without metadata, who wrote it and the options that run it."""
+    c = info.get("convention")
+    if not c or c["framework"] == "nirdeploy":
+        return
+    console.print(f"convention: {c['framework']} ({c['confidence']} confidence): {'; '.join(c['evidence'])}",
+                  soft_wrap=True)  # fmt: skip
+    console.print(f"run it with: {c['cli']}" + ("" if c["exact"] else "  (approximate: see the note)"), soft_wrap=True)
+    if c.get("note"):
+        console.print(f"note: {c['note']}", soft_wrap=True)
 
 
 def add_profile_arg(p) -> None:

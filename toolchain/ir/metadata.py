@@ -174,9 +174,12 @@ def discretization_of(
     """
     meta = graph_metadata(graph)
     if "dt" not in meta and dt is None:
+        from toolchain.ir.conventions import guidance
+
         raise NirDeployError(
             "this graph carries no timestep in its metadata (it was not written by nirdeploy); "
-            "pass --dt SECONDS (and --scheme / --input-convention if not exact / current)"
+            "pass --dt SECONDS (and --scheme / --input-convention / --reset if not exact / current / value); "
+            + guidance(graph)
         )
     base = Discretization.from_metadata(meta) if "dt" in meta else Discretization(dt=float(dt))
     kw = {}
@@ -199,3 +202,50 @@ def discretization_of(
     return base.replace(**kw) if kw else base
 
 
+
+
+# --------------------------------------------------------------------------- exact parameters
+#: Two-state neurons whose input rule nirdeploy writes into the node's parameters for other readers.
+CUBA_TYPES = ("CubaLI", "CubaLIF")
+
+
+def portable_cuba_params(tau_syn, tau_mem, r, w_in, dt: float) -> Dict[str, np.ndarray]:
+    """(r, w_in) of a CubaLI/CubaLIF that under NIR's reading with the input held over the bin
+    (euler or exact, ``current``) at ``dt`` is the same model as ``(r, w_in)`` read with the
+    ``impulse`` convention: the input-output map depends on the product ``r w_in`` only, so
+    ``r w_in`` is divided by dt, and ``r = tau_mem / dt`` (snnTorch's form: ``v += i`` per step)
+    carries it, ``w_in = r_impulse w_in_impulse / tau_mem``. norse's and snnTorch's importers read it."""
+    ts, tm = np.asarray(tau_syn, dtype=np.float64), np.asarray(tau_mem, dtype=np.float64)
+    prod = np.asarray(r, dtype=np.float64) * np.asarray(w_in, dtype=np.float64)
+    return {"r": tm / dt + 0.0 * ts, "w_in": prod / tm}
+
+
+def exact_node(meta: Mapping[str, Any], name: str, node):
+    """The node as nirdeploy reads it: with ``metadata["exact_params"][name]`` where present.
+
+    nirdeploy writes a CubaLI/CubaLIF's parameters in NIR's own reading (an input held over the
+    bin, :func:`portable_cuba_params`) so that other tools read the model right, and records the
+    parameters of the trained discrete model (read with the node's recorded input convention) in
+    ``exact_params``, so that its own reading stays bit for bit the trained model. Both must
+    describe the same model (``r w_in`` of the node = ``r w_in`` of exact_params / dt); a node
+    edited after nirdeploy wrote it is refused in one line.
+    """
+    exact = (meta.get("exact_params") or {}).get(name)
+    if not exact:
+        return node
+    import copy as _copy
+
+    dt = float(meta["dt"])
+    new = _copy.copy(node)
+    for k, v in exact.items():
+        old = np.asarray(getattr(node, k))
+        setattr(new, k, np.broadcast_to(np.asarray(v, dtype=np.float64), old.shape).copy())
+    want = np.asarray(new.r, dtype=np.float64) * np.asarray(new.w_in, dtype=np.float64) / dt
+    got = np.asarray(node.r, dtype=np.float64) * np.asarray(node.w_in, dtype=np.float64)
+    if not np.allclose(got, want, rtol=1e-9, atol=0):
+        raise NirDeployError(
+            f"node {name!r}: its r x w_in disagrees with metadata['exact_params'] at dt={dt:g} (was the node edited "
+            "after nirdeploy wrote it?); delete metadata['exact_params'] to read the node's own parameters "
+            "(with --input-convention current)"
+        )
+    return new

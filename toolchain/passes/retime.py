@@ -45,7 +45,7 @@ from toolchain.dynamics.discretize import continuous_ssm, discretize, neuron_ssm
 from toolchain.dynamics.retiming import BASELINES, METHODS, euler_matrices, fit_params, integral_matrices
 from toolchain.errors import NirDeployError
 from toolchain.ir.graph import make_graph
-from toolchain.ir.metadata import Discretization, discretization_of, graph_metadata
+from toolchain.ir.metadata import Discretization, discretization_of, exact_node, graph_metadata, portable_cuba_params
 from toolchain.ir.nodes import node_kind, node_type
 from toolchain.ir.shapes import infer_shapes
 from toolchain.ir.topology import topology
@@ -84,6 +84,49 @@ def _scale_biases(nodes, topo, rho: float) -> None:
                 nodes[name] = node
 
 
+def _fold_power_of_two_r(nodes, topo, skip) -> None:
+    """Move a LIF/LI's r into the weights and biases in front of it where that is exact.
+
+    Retiming under the ``current`` convention rescales r (r = 1/rho for the exact method, and
+    for integral at rho = 2: 0.5 up to the fit's rounding), and norse's ``from_nir`` ignores r
+    (docs/interop.md). When r is one power of two for the whole layer (a fitted r within 1e-12 of
+    one, the tolerance within which the pass calls every fitted parameter exact, is snapped to it) and every input comes through a linear op that feeds
+    only this neuron, ``r W x + r b`` with ``r = 1`` is the same number as before in floating
+    point (a power-of-two scaling commutes with rounding), so nirdeploy's own reading is
+    unchanged bit for bit and readers that ignore r read the right model. Other r are kept.
+    """
+    for name in topo.order:
+        node = nodes[name]
+        if node_type(node) not in ("LIF", "LI") or name in skip or getattr(node, "r", None) is None:
+            continue
+        r = np.unique(np.asarray(node.r, dtype=np.float64))
+        if r.size != 1 or r[0] <= 0:
+            continue
+        p2 = float(2.0 ** np.round(np.log2(r[0])))
+        # a fitted r within the pass's exactness tolerance (1e-12, as for every fitted parameter) of a
+        # power of two is that power of two: integral retiming at rho = 2 gives r = 0.5 + 2e-16
+        if p2 == 1.0 or abs(r[0] - p2) > 1e-12 * p2:
+            continue
+        preds = topo.preds[name] + topo.back_preds[name]
+        ok = preds and all(
+            node_type(nodes[p]) in ("Affine", "Linear", "Conv1d", "Conv2d") and len(topo.succs[p]) == 1 for p in preds
+        )
+        if not ok:
+            continue
+        f = p2
+        for p in preds:
+            lin = copy.copy(nodes[p])
+            w = np.asarray(lin.weight)
+            lin.weight = (w * f).astype(w.dtype)
+            if getattr(lin, "bias", None) is not None:
+                b = np.asarray(lin.bias)
+                lin.bias = (b * f).astype(b.dtype)
+            nodes[p] = lin
+        new = copy.copy(node)
+        new.r = np.ones_like(np.asarray(node.r))
+        nodes[name] = new
+
+
 # --------------------------------------------------------------------------- the pass
 @register_pass("retime", ensures=("has_timestep",))
 def retime(graph, dt_target: float, method: str, source: Discretization | None = None):
@@ -101,10 +144,13 @@ def retime(graph, dt_target: float, method: str, source: Discretization | None =
     nodes = dict(graph.nodes)
     new_overrides: Dict[str, Dict[str, np.ndarray]] = {}
     target = disc.replace(dt=float(dt_target))
+    exact_params = dict(meta.get("exact_params") or {})
     for name in topo.order:
-        node = graph.nodes[name]
-        if node_kind(node) != "neuron":
+        if node_kind(graph.nodes[name]) != "neuron":
             continue
+        # the node as nirdeploy reads it (metadata exact_params); its portable form is rewritten below
+        node = exact_node(meta, name, graph.nodes[name])
+        nodes[name] = node
         shape = shapes[name][0]
         ssm = neuron_ssm(node, shape, name, disc, override=overrides.get(name))
         conv = disc.convention(name)
@@ -144,8 +190,15 @@ def retime(graph, dt_target: float, method: str, source: Discretization | None =
             nodes[name] = fitted
         if not exact:
             new_overrides[name] = {"A": A, "B": B, "c": c}
+    new_exact = {}
+    for name in exact_params:  # keep the exact reading in the metadata, the node in NIR's own reading at dt_T
+        nat = nodes[name]
+        new_exact[name] = {"r": np.asarray(nat.r, dtype=np.float64), "w_in": np.asarray(nat.w_in, dtype=np.float64)}
+        shape = np.asarray(nat.tau_syn).shape
+        nodes[name] = _with_params(nat, portable_cuba_params(nat.tau_syn, nat.tau_mem, nat.r, nat.w_in, target.dt), shape)
     if method in ("integral", "exact", "euler") and rho != 1.0:
         _scale_biases(nodes, topo, rho)
+    _fold_power_of_two_r(nodes, topo, set(new_overrides))
     new_meta = dict(meta)
     new_meta.update(target.to_metadata())
     history = dict(meta.get("retime") or {})
@@ -155,6 +208,8 @@ def retime(graph, dt_target: float, method: str, source: Discretization | None =
         "rho": rho,
         "trained_dt": float(history.get("trained_dt", disc.dt)),
     }
+    if new_exact:
+        new_meta["exact_params"] = new_exact
     if new_overrides:
         new_meta["ssm"] = new_overrides
     else:

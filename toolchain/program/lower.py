@@ -16,7 +16,7 @@ import torch
 from toolchain.dynamics.discretize import NeuronSSM, neuron_ssm
 from toolchain.errors import NirDeployError
 from toolchain.ir.checker import check_graph
-from toolchain.ir.metadata import Discretization, graph_metadata
+from toolchain.ir.metadata import Discretization, exact_node, graph_metadata
 from toolchain.ir.nodes import linear_fns, node_kind, node_type
 from toolchain.ir.shapes import infer_shapes
 from toolchain.ir.topology import Topology, topology
@@ -72,7 +72,8 @@ def lower(graph, disc: Discretization) -> Program:
         raise NirDeployError(f"the graph has {len(topo.inputs)} Input nodes; nirdeploy supports one")
     shapes = infer_shapes(graph, topo)
     ops: Dict[str, Op] = {}
-    overrides = graph_metadata(graph).get("ssm") or {}
+    meta = graph_metadata(graph)
+    overrides = meta.get("ssm") or {}
     for name in topo.order:
         node = graph.nodes[name]
         t = node_type(node)
@@ -80,7 +81,7 @@ def lower(graph, disc: Discretization) -> Program:
         in_shape, out_shape = shapes[name]
         op = Op(name, kind, t, node, in_shape, out_shape)
         if kind == "neuron":
-            op.ssm = neuron_ssm(node, in_shape, name, disc, override=overrides.get(name))
+            op.ssm = neuron_ssm(exact_node(meta, name, node), in_shape, name, disc, override=overrides.get(name))
         elif kind == "linear":
             op.fn, op.fn_nobias = linear_fns(node, name)
         ops[name] = op
