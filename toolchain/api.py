@@ -75,10 +75,39 @@ def export_checkpoint(factory: str, checkpoint: str, output: Optional[str] = Non
 
 
 def load(path: str):
-    """Read a ``.nir`` file (one-line :class:`NirDeployError` for anything unreadable)."""
+    """Read a ``.nir`` file (one-line :class:`NirDeployError` for anything unreadable); a lava-dl netx
+    ``.net`` is read as its float NIR view (``toolchain.loihi.netx_read.netx_graph``, at its dt)."""
     from toolchain.ir import load_graph
 
+    if is_netx(path):
+        return load_netx(path)[0]
     return load_graph(path)
+
+
+def is_netx(model) -> bool:
+    """True when ``model`` is a path to a lava-dl netx ``.net`` (an HDF5 file with /layer)."""
+    if not isinstance(model, (str, os.PathLike)):
+        return False
+    from toolchain.loihi.netx_read import is_netx as _is
+
+    return _is(model)
+
+
+def load_netx(path, dt: Optional[float] = None):
+    """``(graph, program)`` of a netx ``.net``: its float NIR view at ``dt`` (default: the dt the file
+    records, else 1 ms; the integers have no time, dt labels rates and energy) lowered, with the
+    network's own integers attached as ``program.netx_fixed`` (a FixedNetwork): the emulator runs
+    those bit-exactly and lava-fixed runs the file in lava-dl netx (docs/interop.md)."""
+    from toolchain.ir import discretization_of
+    from toolchain.loihi.netx_read import netx_fixed, netx_graph, read_netx
+    from toolchain.program import lower as lower_graph
+
+    net = read_netx(path)
+    dt = float(dt) if dt is not None else float(net.dt) if net.dt else 1e-3
+    graph = netx_graph(net, dt)
+    program = lower_graph(graph, discretization_of(graph))
+    program.netx_fixed = netx_fixed(net, program)
+    return graph, program
 
 
 def _graph(model):
@@ -184,6 +213,13 @@ def lower(model, dt: Optional[float] = None, method: Optional[str] = None, sourc
     from toolchain.ir import discretization_of
     from toolchain.program import lower as lower_graph
 
+    if is_netx(model):
+        if method is not None or source_dt is not None:
+            raise NirDeployError(
+                f"{model} is a lava-dl netx network: it runs as its integers are; to retime it, import it first "
+                f"(nirdeploy import-netx {model} --dt SECONDS -o MODEL.nir) and retime the graph"
+            )
+        return load_netx(model, dt)
     graph = _graph(model)
     source = source_discretization(graph, source_dt, scheme, input_convention, reset, reset_delay, recurrent_step0)
     if method is not None:
