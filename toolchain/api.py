@@ -23,7 +23,7 @@ by other tools.
 from __future__ import annotations
 
 import os
-from typing import Any, Dict, Optional, Sequence, Tuple
+from typing import List, Any, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -151,7 +151,35 @@ def inspect(model) -> Dict[str, Any]:
         if program and program.back_preds(name):
             entry["recurrent_inputs"] = program.back_preds(name)
         info["nodes"].append(entry)
+    if is_netx(model):
+        info["netx"] = netx_summary(model)
     return info
+
+
+def netx_summary(path) -> List[Dict[str, Any]]:
+    """Per layer of a netx ``.net``: the integers netx runs (toolchain/loihi/netx_read.py)."""
+    from toolchain.loihi.netx_read import bias_order, node_name, read_netx
+
+    net = read_netx(path)
+    rows = []
+    for L in net.layers:
+        r: Dict[str, Any] = {"layer": L.index, "type": L.type, "shape": list(L.shape)}
+        if L.has_neuron:
+            r.update(node=node_name(L), **L.neuron)
+        if L.type in ("dense", "dense_rec"):
+            r.update(weight_exp=L.weight_exp, num_weight_bits=L.num_weight_bits)
+        if L.weight is not None:
+            r["weight_range"] = [int(L.weight.min()), int(L.weight.max())]
+        if L.bias is not None:
+            r["bias_range"] = [int(L.bias.min()), int(L.bias.max())]
+        if L.has_neuron and L.type != "input":
+            r["graded_input"] = bool(L.graded_in)
+        if L.type == "input" and L.has_neuron:
+            r["driven_by"] = f"its bias (bias_mant): --input sets it, one value per neuron, {bias_order(L.shape)}"
+        if L.extra:
+            r["ignored_by_netx"] = dict(L.extra)
+        rows.append(r)
+    return rows
 
 
 # --------------------------------------------------------------------------- timesteps

@@ -20,8 +20,8 @@
   unless the input layer is itself a neuron layer;
 * an input layer with a ``neuron`` group (lava-dl's PilotNet) is a layer of CUBA neurons whose
   only drive is their bias: netx leaves its input port unconnected and the caller sets
-  ``bias_mant`` (one value per neuron, netx's (W, H, C) order, i.e. x fastest... see
-  :func:`bias_order`); its ``weight`` / ``bias`` datasets (SLAYER's input transform) are not
+  ``bias_mant`` (one value per neuron; netx's array is (W, H, C), nirdeploy's input is NIR
+  (C, H, W), :func:`bias_order`); its ``weight`` / ``bias`` datasets (SLAYER's input transform) are not
   applied by netx and are only reported.
 
 Layer types netx cannot run (pool, average, concat, convT, unpool, complex dense) and neuron types
@@ -182,7 +182,8 @@ def bias_order(shape) -> str:
     """How a bias (or an input) of a 3D layer is laid out in netx."""
     if len(shape) == 3:
         C, H, W = shape
-        return f"Lava's (W, H, C) = ({W}, {H}, {C}) array (x fastest in NIR (C, H, W) flat order is W)"
+        return (f"netx holds it as a (W, H, C) = ({W}, {H}, {C}) array; --input takes [T, C, H, W] = [T, {C}, {H}, {W}] "
+                f"(NIR order, the same at every step) and nirdeploy transposes it")
     return f"a vector of {int(np.prod(shape))}"
 
 
