@@ -779,6 +779,19 @@ def run_emulator(
     """
     t0 = time.perf_counter()
     x = check_integer_inputs(program, inputs)
+    netx = getattr(program, "netx_fixed", None)  # a lava-dl .net: its own integers (toolchain/loihi/netx_read.py)
+    if quant is None and netx is not None:
+        from toolchain.loihi.netx_read import emulator_input
+
+        fx = netx
+        t1 = time.perf_counter()
+        out = emulate(fx, emulator_input(fx.netx, x), record_v=record_v, stats=True, batch_size=batch_size,
+                      engine=engine, progress=progress)  # fmt: skip
+        res = to_result(fx, x, out, record_v, "emulator")
+        res.info.update(quantization="netx file", source=fx.netx.path, saturation=saturation_summary(fx, out["stats"]),
+                        engine="numba" if (HAVE_NUMBA and engine != "numpy") else "numpy",
+                        quantize_seconds=t1 - t0, run_seconds=time.perf_counter() - t1)  # fmt: skip
+        return res
     fx = quant if quant is not None else quantize(program, profile=profile)
     if fx.program is not program and [o.name for o in fx.program.neurons()] != [o.name for o in program.neurons()]:
         raise NirDeployError("the quantized network passed as quant= belongs to a different program")

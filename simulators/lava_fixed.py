@@ -152,6 +152,10 @@ def run_lava_fixed(
     from toolchain.loihi.quantize import quantize
 
     x = check_integer_inputs(program, inputs)
+    if quant is None and getattr(program, "netx_fixed", None) is not None:  # a lava-dl .net: run the file in netx
+        from simulators.lava_netx import run_netx_program
+
+        return run_netx_program(program, x, record_v=record_v, progress=progress)
     N, T = x.shape[0], x.shape[1]
     t0 = time.perf_counter()
     fx = quant if quant is not None else quantize(program, profile=profile)

@@ -32,6 +32,7 @@ def run_netx(
     input_message_bits: int = 16,
     progress: bool = False,
     per_sample: Optional[bool] = None,
+    input_bias: Optional[np.ndarray] = None,
 ) -> Dict[str, object]:
     """Run integer inputs x [N, T, *input_shape] (NIR layout) through the netx network at ``path``.
 
@@ -45,15 +46,22 @@ def run_netx(
 
     ``per_sample``: run every sample in its own netx run (default: when a dense_rec layer would carry
     spikes across samples, :func:`_carries_over`; one run otherwise).
+
+    ``input_bias`` [N, n] (NIR order): for a network whose input layer is a neuron layer driven by its
+    bias (lava-dl's PilotNet), each sample's bias_mant of that layer; every sample then runs in its own
+    netx run (the bias is set before the run, in netx's (W, H, C) order) and ``x`` only gives N and T.
     """
     from exporters.nir_to_netx import read_description, read_host_readout
 
     desc = read_description(path)
     x = np.asarray(x)
     if per_sample is None:
-        per_sample = x.shape[0] > 1 and _carries_over(desc, path)
-    if per_sample and x.shape[0] > 1:
-        parts = [_run_once(path, x[i : i + 1], desc, input_message_bits, progress) for i in range(x.shape[0])]
+        per_sample = x.shape[0] > 1 and (_carries_over(desc, path) or input_bias is not None)
+    if input_bias is not None and x.shape[0] == 1:
+        out = _run_once(path, x, desc, input_message_bits, progress, input_bias[0])
+    elif per_sample and x.shape[0] > 1:
+        parts = [_run_once(path, x[i : i + 1], desc, input_message_bits, progress,
+                           None if input_bias is None else input_bias[i]) for i in range(x.shape[0])]  # fmt: skip
         out = {
             "spikes": [np.concatenate([p["spikes"][i] for p in parts]) for i in range(len(parts[0]["spikes"]))],
             "network": parts[0]["network"],
@@ -71,8 +79,9 @@ def run_netx(
     return out
 
 
-def _run_once(path: str, x: np.ndarray, desc: Dict[str, object], input_message_bits: int, progress: bool):
-    """One netx run of all samples in ``x``."""
+def _run_once(path: str, x: np.ndarray, desc: Dict[str, object], input_message_bits: int, progress: bool,
+              bias: Optional[np.ndarray] = None):  # fmt: skip
+    """One netx run of all samples in ``x`` (``bias``: the bias_mant of a bias-driven input layer, NIR order)."""
     import tempfile
     import time
 
@@ -97,10 +106,17 @@ def _run_once(path: str, x: np.ndarray, desc: Dict[str, object], input_message_b
         xs = xs.transpose(0, 3, 2, 1)
     else:
         xs = xs.reshape(N * T, -1)
-    data = np.zeros(in_shape + (total,), dtype=np.int32)
-    data[..., : N * T] = np.moveaxis(xs, 0, -1)
-    src = RingBuffer(data=data)
-    src.s_out.connect(net.inp)
+    if bias is None:
+        data = np.zeros(in_shape + (total,), dtype=np.int32)
+        data[..., : N * T] = np.moveaxis(xs, 0, -1)
+        src = RingBuffer(data=data)
+        src.s_out.connect(net.inp)
+    else:  # the input layer's neurons are driven by their bias (netx leaves their input unconnected)
+        nshape = tuple(net.layers[0].neuron.bias_mant.shape)
+        b = np.asarray(bias, dtype=np.int64)
+        if len(nshape) == 3:  # NIR (C, H, W) -> Lava (W, H, C)
+            b = b.reshape(nshape[::-1]).transpose(2, 1, 0)
+        net.layers[0].neuron.bias_mant.init = b.reshape(nshape).astype(np.int32)
 
     class _Plan:  # what run_network needs
         total_steps = total
@@ -138,3 +154,34 @@ def _run_once(path: str, x: np.ndarray, desc: Dict[str, object], input_message_b
             else:
                 spikes[i] = spikes[i][:, :, : int(l["shape"][0]) - 1]
     return {"spikes": spikes, "network": str(net), "build_seconds": t1 - t0, "run_seconds": t2 - t1, "runs": 1}
+
+
+def run_netx_program(program, x: np.ndarray, record_v: bool = False, progress: bool = False):
+    """lava-fixed on a program read from a lava-dl netx ``.net`` (``toolchain.api.load_netx``): the file
+    itself runs in lava-dl netx (:func:`run_netx`, nirdeploy's protocol) -> a SimResult in the program's
+    layout (the same as the emulator's on ``program.netx_fixed``)."""
+    from simulators.emulator import to_result
+    from toolchain.loihi.netx_read import bias_of
+
+    fx = program.netx_fixed
+    net = fx.netx
+    x = np.asarray(x)
+    x = x.reshape(x.shape[:2] + tuple(net.input_shape))  # run_netx takes the NIR layout
+    bias = bias_of(net, x) if net.bias_input else None
+    # netx's dense_rec has no gate: its last spikes of one sample would reach the next one's first step,
+    # while every sample starts from zero state on the emulator; run such networks one sample per netx run
+    rec = any(L.type == "dense_rec" for L in net.layers)
+    r = run_netx(net.path, x, progress=progress, input_bias=bias, per_sample=True if rec else None)
+    keys = list(fx.node_groups)
+    if len(r["spikes"]) != len(keys):  # pragma: no cover - the reader and netx see the same layers
+        raise RuntimeError(f"netx ran {len(r['spikes'])} layers, the reader has {len(keys)}")
+    spikes = {}
+    for k, s in zip(keys, r["spikes"]):
+        g = fx.groups[k]
+        z = np.zeros(s.shape, dtype=bool)
+        z[:, :, g.idx] = s  # netx's order is the process order (conv: (W, H, C)); idx: NIR index of each
+        spikes[k] = z
+    res = to_result(fx, x, {"spikes": spikes, "v": {}}, False, "lava-fixed")
+    res.info.update(quantization="netx file", source=net.path, netx_runs=r.get("runs", 1),
+                    build_seconds=r.get("build_seconds"), run_seconds=r.get("run_seconds"))  # fmt: skip
+    return res

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any, Dict, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -80,10 +80,39 @@ def export_checkpoint(factory: str, checkpoint: str, output: Optional[str] = Non
 
 
 def load(path: str):
-    """Read a ``.nir`` file (one-line :class:`NirDeployError` for anything unreadable)."""
+    """Read a ``.nir`` file (one-line :class:`NirDeployError` for anything unreadable); a lava-dl netx
+    ``.net`` is read as its float NIR view (``toolchain.loihi.netx_read.netx_graph``, at its dt)."""
     from toolchain.ir import load_graph
 
+    if is_netx(path):
+        return load_netx(path)[0]
     return load_graph(path)
+
+
+def is_netx(model) -> bool:
+    """True when ``model`` is a path to a lava-dl netx ``.net`` (an HDF5 file with /layer)."""
+    if not isinstance(model, (str, os.PathLike)):
+        return False
+    from toolchain.loihi.netx_read import is_netx as _is
+
+    return _is(model)
+
+
+def load_netx(path, dt: Optional[float] = None):
+    """``(graph, program)`` of a netx ``.net``: its float NIR view at ``dt`` (default: the dt the file
+    records, else 1 ms; the integers have no time, dt labels rates and energy) lowered, with the
+    network's own integers attached as ``program.netx_fixed`` (a FixedNetwork): the emulator runs
+    those bit-exactly and lava-fixed runs the file in lava-dl netx (docs/interop.md)."""
+    from toolchain.ir import discretization_of
+    from toolchain.loihi.netx_read import netx_fixed, netx_graph, read_netx
+    from toolchain.program import lower as lower_graph
+
+    net = read_netx(path)
+    dt = float(dt) if dt is not None else float(net.dt) if net.dt else 1e-3
+    graph = netx_graph(net, dt)
+    program = lower_graph(graph, discretization_of(graph))
+    program.netx_fixed = netx_fixed(net, program)
+    return graph, program
 
 
 def _graph(model):
@@ -133,7 +162,35 @@ def inspect(model) -> Dict[str, Any]:
         if program and program.back_preds(name):
             entry["recurrent_inputs"] = program.back_preds(name)
         info["nodes"].append(entry)
+    if is_netx(model):
+        info["netx"] = netx_summary(model)
     return info
+
+
+def netx_summary(path) -> List[Dict[str, Any]]:
+    """Per layer of a netx ``.net``: the integers netx runs (toolchain/loihi/netx_read.py)."""
+    from toolchain.loihi.netx_read import bias_order, node_name, read_netx
+
+    net = read_netx(path)
+    rows = []
+    for L in net.layers:
+        r: Dict[str, Any] = {"layer": L.index, "type": L.type, "shape": list(L.shape)}
+        if L.has_neuron:
+            r.update(node=node_name(L), **L.neuron)
+        if L.type in ("dense", "dense_rec"):
+            r.update(weight_exp=L.weight_exp, num_weight_bits=L.num_weight_bits)
+        if L.weight is not None:
+            r["weight_range"] = [int(L.weight.min()), int(L.weight.max())]
+        if L.bias is not None:
+            r["bias_range"] = [int(L.bias.min()), int(L.bias.max())]
+        if L.has_neuron and L.type != "input":
+            r["graded_input"] = bool(L.graded_in)
+        if L.type == "input" and L.has_neuron:
+            r["driven_by"] = f"its bias (bias_mant): --input sets it, one value per neuron, {bias_order(L.shape)}"
+        if L.extra:
+            r["ignored_by_netx"] = dict(L.extra)
+        rows.append(r)
+    return rows
 
 
 # --------------------------------------------------------------------------- timesteps
@@ -195,6 +252,13 @@ def lower(model, dt: Optional[float] = None, method: Optional[str] = None, sourc
     from toolchain.ir import discretization_of
     from toolchain.program import lower as lower_graph
 
+    if is_netx(model):
+        if method is not None or source_dt is not None:
+            raise NirDeployError(
+                f"{model} is a lava-dl netx network: it runs as its integers are; to retime it, import it first "
+                f"(nirdeploy import-netx {model} --dt SECONDS -o MODEL.nir) and retime the graph"
+            )
+        return load_netx(model, dt)
     graph = _graph(model)
     source = source_discretization(graph, source_dt, scheme, input_convention, reset, reset_delay, recurrent_step0)
     if method is not None:

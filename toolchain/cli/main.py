@@ -129,6 +129,13 @@ def cmd_inspect(args) -> int:
         rows.append([n["name"], n["type"], str(tuple(n.get("in_shape", ()))), str(tuple(n.get("out_shape", ()))), n.get("neurons", ""), desc])
     console.print(table("nodes (execution order)", ["node", "type", "in", "out", "neurons", "parameters"], rows))
     print_convention(console, info)
+    if info.get("netx"):  # a lava-dl netx .net: the integers it runs (the nodes above are its float view)
+        cols = ["layer", "type", "shape", "node", "iDecay", "vDecay", "vThMant", "weight_exp", "weight_range", "bias_range"]
+        console.print(table("netx layers (integers as lava-dl netx runs them)", cols,
+                            [[str(r.get(c, "")) for c in cols] for r in info["netx"]]))  # fmt: skip
+        for r in info["netx"]:
+            if r.get("driven_by"):
+                console.print(f"input layer {r['layer']}: driven by {r['driven_by']}")
     if info.get("problem"):  # the nodes are shown above; the graph cannot run as it is
         raise NirDeployError(info["problem"])
     return 0
