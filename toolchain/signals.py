@@ -68,8 +68,19 @@ def raise_on_termination() -> Iterator[None]:
         fired.append(signum)
         raise Terminated(signum)
 
+    prev_hook = sys.unraisablehook
+
+    def unraisable(u):  # a Terminated raised where Python swallows exceptions (any weakref callback,
+        exc = u.exc_value  # __del__, ...): not printed, and the signal is delivered again soon
+        if isinstance(exc, Terminated):
+            fired.clear()
+            threading.Timer(0.05, os.kill, (os.getpid(), exc.signum)).start()
+            return
+        prev_hook(u)
+
     old = {}
     try:
+        sys.unraisablehook = unraisable
         for s in TERMINATING:
             if signal.getsignal(s) == signal.SIG_DFL:
                 old[s] = signal.signal(s, handler)
@@ -77,14 +88,18 @@ def raise_on_termination() -> Iterator[None]:
     finally:
         for s, h in old.items():
             signal.signal(s, h)
+        sys.unraisablehook = prev_hook
 
 
 def _swallowing(frame) -> bool:
-    """True inside a weakref callback or a ``__del__``: Python prints and ignores exceptions raised
+    """True inside a weakref callback (weakref.py, _weakrefset.py, importlib's module-lock ``cb``; seen in
+    CI) or a ``__del__``: Python prints and ignores exceptions raised
     there (``Exception ignored in ...``), so a Terminated raised there would be lost."""
     while frame is not None:
         code = frame.f_code
         if code.co_name == "__del__" or code.co_filename.endswith(("weakref.py", "_weakrefset.py")):
+            return True
+        if code.co_name == "cb" and "importlib" in code.co_filename:  # the module-lock weakref callback
             return True
         frame = frame.f_back
     return False
