@@ -239,8 +239,8 @@ def cmd_demo(args) -> int:
 def add_reset_args(p) -> None:
     """--reset and --reset-delay: the reset rule of a graph without metadata (overrides the metadata)."""
     p.add_argument("--reset", choices=RESETS,
-                   help="reset rule for graphs without metadata: value (v <- v_reset, NIR's) or subtract "
-                        "(v <- v - v_threshold; snnTorch's and Sinabs' default)")  # fmt: skip
+                   help="reset rule for graphs without metadata: value (v <- v_reset, NIR's), subtract "
+                        "(v <- v - v_threshold; snnTorch's and Sinabs' default) or none (spikes, v never reset)")  # fmt: skip
     p.add_argument("--reset-delay", action="store_true", default=None,
                    help="with --reset subtract: snnTorch's one-step-late subtraction (its reset_delay=True default), "
                         "i.e. v <- v - v_threshold/beta at once (docs/discretization.md)")  # fmt: skip
