@@ -92,14 +92,13 @@ def raise_on_termination() -> Iterator[None]:
 
 
 def _swallowing(frame) -> bool:
-    """True inside a weakref callback (weakref.py, _weakrefset.py, importlib's module-lock ``cb``; seen in
-    CI) or a ``__del__``: Python prints and ignores exceptions raised
-    there (``Exception ignored in ...``), so a Terminated raised there would be lost."""
+    """True inside a weakref callback of weakref.py / _weakrefset.py or a ``__del__``: Python prints
+    and ignores exceptions raised there (``Exception ignored in ...``), so a Terminated raised there
+    would be lost. Any other place that swallows it is caught by the ``sys.unraisablehook`` that
+    :func:`raise_on_termination` installs."""
     while frame is not None:
         code = frame.f_code
         if code.co_name == "__del__" or code.co_filename.endswith(("weakref.py", "_weakrefset.py")):
-            return True
-        if code.co_name == "cb" and "importlib" in code.co_filename:  # the module-lock weakref callback
             return True
         frame = frame.f_back
     return False

@@ -301,11 +301,27 @@ def constant_inputs(program: Program, target: str) -> Dict[int, np.ndarray]:
     return out
 
 
+def unit_weights(u_bias: Optional[np.ndarray], late: Dict[int, np.ndarray], scale: np.ndarray) -> Dict[int, np.ndarray]:
+    """``{lag j: weights}`` of the bias units feeding one group: ``u_bias`` (lag 0) and the late
+    constants ``late`` (j > 0), which enter like the input (scaled by ``scale``); zero ones dropped."""
+    terms: Dict[int, np.ndarray] = {}
+    if u_bias is not None and np.any(u_bias != 0):
+        terms[0] = np.asarray(u_bias, dtype=np.float64)
+    for j, b in late.items():
+        w = b * scale
+        if np.any(w != 0):
+            terms[j] = terms[j] + w if j in terms else w
+    return terms
+
+
 def bias_unit_needs(program: Program) -> Dict[str, Dict[str, object]]:
     """Per neuron node that Loihi feeds through bias units (see the module docstring): ``units``
     (one per lag; :func:`plan_network` shares units between layers of equal depth), ``lags`` and
     ``synapses`` (nonzero unit weights into the node). For resources and energy; nodes Lava
-    cannot run are left out."""
+    cannot run are left out. Computed once per program."""
+    cached = getattr(program, "_bias_unit_needs", None)
+    if cached is not None:
+        return cached
     out: Dict[str, Dict[str, object]] = {}
     for op in program.neurons():
         consts = constant_inputs(program, op.name)
@@ -314,15 +330,11 @@ def bias_unit_needs(program: Program) -> Dict[str, Dict[str, object]]:
             form = cuba_form(op.ssm, op.name, input_bias=b0)
         except NirDeployError:
             continue
-        nz: Dict[int, np.ndarray] = {}
-        if form.u_bias is not None and np.any(form.u_bias != 0):
-            nz[0] = form.u_bias != 0
-        for j, b in consts.items():
-            m = (b * form.scale) != 0
-            if m.any():
-                nz[j] = nz[j] | m if j in nz else m
-        if nz:
-            out[op.name] = {"units": len(nz), "lags": sorted(nz), "synapses": int(sum(int(m.sum()) for m in nz.values()))}
+        terms = unit_weights(form.u_bias, consts, form.scale)
+        if terms:
+            out[op.name] = {"units": len(terms), "lags": sorted(terms),
+                            "synapses": int(sum(np.count_nonzero(w) for w in terms.values()))}  # fmt: skip
+    program._bias_unit_needs = out
     return out
 
 
@@ -584,13 +596,7 @@ def plan_network(program: Program, n_samples: int, n_steps: int, use_conv: bool 
     for name in neurons:
         for dk in node_groups[name]:
             dg = groups[dk]
-            terms: Dict[int, np.ndarray] = {}
-            if dg.u_bias is not None and np.any(dg.u_bias != 0):
-                terms[0] = dg.u_bias
-            for j, b in late[name].items():
-                w = b[dg.idx] * dg.scale  # a late constant enters like the input (scaled like it)
-                if np.any(w != 0):
-                    terms[j] = terms[j] + w if j in terms else w
+            terms = unit_weights(dg.u_bias, {j: b[dg.idx] for j, b in late[name].items()}, dg.scale)
             for j, w in sorted(terms.items()):
                 uk = bias_unit(depth[name] - 1 + j, j, name)
                 conns.append(PlanConn(f"{uk}->{dk}", uk, dk, "dense", np.asarray(w, dtype=np.float64)[:, None].copy(), False))

@@ -101,10 +101,7 @@ def step0_values(program) -> Dict[str, torch.Tensor]:
                 v = walk.value(src)
                 if v is not None and bool(torch.any(v != 0)):
                     out[src] = v
-    try:
-        program._step0_values = out
-    except AttributeError:  # pragma: no cover - a frozen program object
-        pass
+    program._step0_values = out
     return out
 
 

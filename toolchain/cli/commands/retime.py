@@ -39,21 +39,27 @@ def cmd_retime(args) -> int:
     return 0
 
 
+def _source_of(args, graph):
+    """The training discretization the command line overrides (metadata dict), or None: keep the graph's."""
+    from toolchain.ir import discretization_of
+
+    if args.source_dt is None and args.reset is None and args.reset_delay is None and args.recurrent_step0 is None:
+        return None
+    return discretization_of(
+        graph, dt=args.source_dt, scheme=args.scheme, input_convention=args.input_convention,
+        reset=args.reset, reset_delay=args.reset_delay, recurrent_step0=args.recurrent_step0,
+    ).to_metadata()
+
+
 def cmd_sweep(args) -> int:
     from toolchain.reports.console import console as new_console, table
-    from toolchain.ir import discretization_of, load_graph
+    from toolchain.ir import load_graph
     from toolchain.reports.sweep import sweep
 
     check_output_dir(args.output, "-o")
     dts = _floats(args.dt, "--dt")
     methods = [m.strip() for m in args.method.split(",") if m.strip()]
-    source = None
-    if args.source_dt is not None or args.reset is not None or args.reset_delay is not None \
-            or args.recurrent_step0 is not None:
-        source = discretization_of(
-            load_graph(args.model), dt=args.source_dt, scheme=args.scheme, input_convention=args.input_convention,
-            reset=args.reset, reset_delay=args.reset_delay, recurrent_step0=args.recurrent_step0,
-        ).to_metadata()
+    source = _source_of(args, load_graph(args.model))
     res = sweep(
         args.model, args.data, dts, methods, args.backend, args.output,
         samples=args.samples, workers=args.workers, progress=not args.quiet, source=source, profile=args.profile,
@@ -66,7 +72,7 @@ def cmd_sweep(args) -> int:
                      "" if r.get("spikes_per_sample") is None else r["spikes_per_sample"],
                      r.get("error", "")[:60]])
     print_recommendation(res)
-    if not args.quiet and getattr(args, "verbose", True):
+    if not args.quiet:
         new_console().print(table(f"sweep on {args.backend} (trained at dt={res['source_dt'] * 1e3:g} ms)",
                                 ["dt", "rho", "method", metric.replace("_", " "), "spikes/sample", "note"], rows))
     print(f"wrote {args.output}/sweep.json, sweep.csv, {metric}_vs_dt.png, spikes_vs_dt.png")
@@ -100,14 +106,8 @@ def cmd_recommend(args) -> int:
 
     check_output_dir(args.output, "-o")
     dts = _floats(args.dt, "--dt")
-    source = None
     graph = load_graph(args.model)
-    if args.source_dt is not None or args.reset is not None or args.reset_delay is not None \
-            or args.recurrent_step0 is not None:
-        source = discretization_of(
-            graph, dt=args.source_dt, scheme=args.scheme, input_convention=args.input_convention,
-            reset=args.reset, reset_delay=args.reset_delay, recurrent_step0=args.recurrent_step0,
-        ).to_metadata()
+    source = _source_of(args, graph)
     src_dt = float(source["dt"]) if source else float(discretization_of(graph).dt)
     if not any(abs(d - src_dt) <= 1e-12 * src_dt for d in dts):
         dts = sorted(dts + [src_dt])  # the loss is measured against the model at its own dt
@@ -137,33 +137,24 @@ def register(sub) -> None:
     p.set_defaults(func=cmd_retime)
 
     p = sub.add_parser("sweep", help="accuracy and spikes over target timesteps x retiming methods")
-    p.add_argument("model")
-    from toolchain.cli.main import DATA_HELP
-
-    p.add_argument("--data", required=True, help=DATA_HELP)
-    p.add_argument("--dt", required=True, help="comma-separated target timesteps in seconds")
+    _sweep_options(p, "comma-separated target timesteps in seconds")
     p.add_argument("--method", default="tau,integral,euler,exact", help="comma-separated: " + METHOD_HELP)
-    from simulators.backends import names
-    from toolchain.cli.main import BACKEND_HELP, add_profile_arg, add_reset_args
-
-    p.add_argument("--backend", default="reference", choices=names(), help=BACKEND_HELP)
-
-    add_profile_arg(p)
-    p.add_argument("--samples", type=int)
-    p.add_argument("--workers", type=int, help="parallel cells (default: number of cores)")
-    p.add_argument("--source-dt", type=float, help="the timestep the graph was trained at, for graphs written by other tools (default: its metadata)")
-    p.add_argument("--scheme", choices=SCHEMES)
-    p.add_argument("--input-convention", choices=CONVENTIONS)
-    add_reset_args(p)
-    p.add_argument("-o", "--output", required=True, help="output directory")
-    p.add_argument("-q", "--quiet", action="store_true")
     p.set_defaults(func=cmd_sweep)
 
     p = sub.add_parser("recommend", help="which retiming method at each target timestep, at what accuracy, "
                                          "energy and latency (runs the sweep it needs)")  # fmt: skip
+    _sweep_options(p, "comma-separated target timesteps in seconds (the training dt is added)")
+    p.set_defaults(func=cmd_recommend)
+
+
+def _sweep_options(p, dt_help: str) -> None:
+    """The options ``sweep`` and ``recommend`` share."""
+    from simulators.backends import names
+    from toolchain.cli.main import BACKEND_HELP, DATA_HELP, add_profile_arg, add_reset_args
+
     p.add_argument("model")
     p.add_argument("--data", required=True, help=DATA_HELP)
-    p.add_argument("--dt", required=True, help="comma-separated target timesteps in seconds (the training dt is added)")
+    p.add_argument("--dt", required=True, help=dt_help)
     p.add_argument("--backend", default="reference", choices=names(), help=BACKEND_HELP)
     add_profile_arg(p)
     p.add_argument("--samples", type=int)
@@ -174,4 +165,3 @@ def register(sub) -> None:
     add_reset_args(p)
     p.add_argument("-o", "--output", required=True, help="output directory")
     p.add_argument("-q", "--quiet", action="store_true")
-    p.set_defaults(func=cmd_recommend)
