@@ -173,6 +173,7 @@ def _pickle_globals(data: bytes, path: str, pickletools):
 
 def load_checkpoint(path: str) -> Tuple[Dict[str, torch.Tensor], Dict[str, Any]]:
     """(state_dict, extra) from a checkpoint file, never executing code stored in it."""
+    path = os.fspath(path)  # str or os.PathLike
     if not os.path.exists(path):
         raise NirDeployError(f"cannot read checkpoint {path}: no such file")
     if path.endswith(".safetensors"):
