@@ -92,3 +92,14 @@ def test_checkpoints_that_break_the_contract_are_one_line_errors(factory, tmp_pa
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and pattern in err[0], err
     assert not (tmp_path / "m.nir").exists()
+
+
+def test_paths_may_be_pathlike():
+    """api.export_checkpoint(DEMO_MODEL, DEMO_CHECKPOINT) with pathlib paths (it raised AttributeError)."""
+    import pathlib
+
+    from toolchain import api
+    from toolchain.demo import DEMO_CHECKPOINT, DEMO_MODEL
+
+    g = api.export_checkpoint(DEMO_MODEL, pathlib.Path(DEMO_CHECKPOINT))
+    assert g.metadata["dt"] == 1e-3 and g.metadata["checkpoint"]
