@@ -572,20 +572,15 @@ def _markdown(title, sections, caveats, img_dir, img_rel) -> str:
 
 def print_summary(result: Dict[str, object], console=None) -> None:
     """The report's tables in the terminal (rich)."""
-    from rich.table import Table
+    from toolchain.reports.console import table
 
     if console is None:
         from toolchain.reports.console import console as new_console
 
         console = new_console()
 
-    def show(ttl, cols, rows):
-        t = Table(title=ttl, title_justify="left")
-        for i, c in enumerate(cols):
-            t.add_column(c, justify="left" if i == 0 else "right")
-        for r in rows:
-            t.add_row(*[str(v) for v in r])
-        console.print(t)
+    def show(ttl, cols, rows):  # numbers kept whole at 80 columns (toolchain/reports/console.py)
+        console.print(table(ttl, cols, [[str(v) for v in r] for r in rows]))
 
     if result.get("compare"):
         for t in compare_tables(result["compare"]):
