@@ -7,7 +7,6 @@ user can fix are printed as one line (``nirdeploy: error: ...``) with exit statu
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from typing import List, Optional
@@ -21,6 +20,7 @@ from toolchain.ir.atomic import check_output_dir, check_output_path
 from toolchain.ir.metadata import CONVENTIONS, READOUTS, RECURRENT_STEP0, RESETS, SCHEMES
 from toolchain.loihi.bits import PROFILES
 from toolchain.reports.console import console as new_console, table
+from toolchain.cli.output import add_json_option, emit, json_mode
 from simulators import backends as backend_registry
 
 BACKEND_HELP = "; ".join(f"{b.name}: {b.description}" for b in backend_registry.BACKENDS.values())
@@ -100,6 +100,8 @@ def cmd_export(args) -> int:
                                   dt=args.dt, readout=args.readout)  # fmt: skip
     n_neurons = sum(1 for n in graph.nodes.values() if type(n).__name__ in ("LIF", "LI", "CubaLIF", "CubaLI", "IF", "I"))
     print(f"wrote {args.output}: {len(graph.nodes)} nodes ({n_neurons} neuron layers), dt={graph.metadata['dt']:g} s")
+    emit(args, {"output": args.output, "nodes": len(graph.nodes), "neuron_layers": n_neurons, "dt": graph.metadata["dt"],
+                "metadata": dict(graph.metadata)})  # fmt: skip
     return 0
 
 
@@ -107,8 +109,8 @@ def cmd_inspect(args) -> int:
     from toolchain import api
 
     info = api.inspect(args.model)
-    if args.json:
-        print(json.dumps(info, indent=1, default=str))
+    emit(args, info)
+    if args.json:  # the nodes, metadata and any problem are in the object
         return 0
     console = new_console()
     meta = info["metadata"]
@@ -188,11 +190,28 @@ def cmd_simulate(args) -> int:
         rec["trace"] = args.trace
     if args.output:
         write_json(rec, args.output)
+    emit(args, {"output": args.output, **rec})
     if not args.quiet:
         _print_record(rec, new_console())
         if args.output:
             print(f"wrote {args.output}")
+    else:  # -q: the result in one line, and where it went
+        print(one_line(rec) + (f"; wrote {args.output}" if args.output else "; nothing written (-o RUN.json writes the record)"))
     return 0
+
+
+def one_line(rec) -> str:
+    """``simulate -q``: backend, dt, samples, the metric, spikes per sample, energy."""
+    out = f"{rec['backend']} dt {rec['dt']:g} s, {rec['samples']} samples x {rec['n_steps']} steps"
+    if rec.get("accuracy") is not None:
+        out += f": accuracy {rec['accuracy']:.4f}"
+    if (rec.get("segmentation") or {}).get("mean_iou") is not None:
+        out += f": mean IoU {rec['segmentation']['mean_iou']:.4f}"
+    out += f", {rec['total_spikes_per_sample']:.6g} spikes/sample"
+    m = ((rec.get("energy") or {}).get("models") or [None])[0]
+    if m:
+        out += f", {m['total_j'] * 1e6:.4g} uJ/inference ({m['name']})"
+    return out
 
 
 def cmd_compare(args) -> int:
@@ -224,6 +243,7 @@ def cmd_compare(args) -> int:
     if args.output:
         write_json({**cmp, "runs": records}, args.output)
         print(f"wrote {args.output}")
+    emit(args, {"output": args.output, **cmp})  # the runs are in -o
     return 0
 
 
@@ -231,7 +251,8 @@ def cmd_demo(args) -> int:
     from toolchain.demo import run_demo
 
     check_output_dir(args.output, "-o")
-    run_demo(args.output, lava_samples=args.lava_samples, quiet=args.quiet, verbose=args.verbose)
+    summary = run_demo(args.output, lava_samples=args.lava_samples, quiet=args.quiet, verbose=args.verbose)
+    emit(args, {"output": args.output, **summary})
     return 0
 
 
@@ -284,7 +305,6 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("inspect", help="show a .nir graph: nodes, shapes, parameters, metadata")
     p.add_argument("model")
-    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=cmd_inspect)
 
     p = sub.add_parser("simulate", help="run a .nir graph on a backend and write a run record")
@@ -327,6 +347,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     for mod in COMMAND_MODULES:
         importlib.import_module(mod).register(sub)
+    add_json_option(sub)  # --json on every command, also those registered above (toolchain/cli/output.py)
     return ap
 
 
@@ -343,7 +364,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 
             os.environ[ENV] = str(parse_size(args.max_memory))  # inherited by worker processes
         with raise_on_termination():  # SIGTERM, SIGHUP: Terminated, cleaned up like Ctrl-C
-            return int(args.func(args) or 0)
+            return run_command(args)
     except NirDeployError as e:
         print(f"nirdeploy: error: {e}", file=sys.stderr)
         return 2
@@ -357,6 +378,23 @@ def main(argv: Optional[List[str]] = None) -> int:
         except OSError:
             pass
         return 0
+
+
+def run_command(args) -> int:
+    """``args.func(args)``; with ``--json`` inside :func:`toolchain.cli.output.json_mode` (one JSON
+    object on stdout, also for an error)."""
+    if not getattr(args, "json", False):
+        return int(args.func(args) or 0)
+    with json_mode(args) as state:
+        try:
+            state["exit_status"] = int(args.func(args) or 0)
+        except NirDeployError as e:
+            state.update(exit_status=2, error=str(e))
+            raise
+        except KeyboardInterrupt as e:
+            state.update(exit_status=exit_code_of(e), error="terminated" if isinstance(e, Terminated) else "interrupted")
+            raise
+    return state["exit_status"]
 
 
 if __name__ == "__main__":  # pragma: no cover

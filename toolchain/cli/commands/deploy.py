@@ -33,6 +33,10 @@ def cmd_deploy(args) -> int:
     fx, desc = api.deploy_program(program, args.output, calib_inputs=calib, calib_info=info, model=args.model)
     if args.report:
         write_json({"netx": {k: v for k, v in desc.items() if k != "report"}, "quantization": fx.report}, args.report)
+    from toolchain.cli.output import emit
+
+    emit(args, {"output": args.output, "report": args.report, "netx": {k: v for k, v in desc.items() if k != "report"},
+                "quantization": fx.report})  # fmt: skip
     if not args.quiet:
         console = new_console()
         console.print(

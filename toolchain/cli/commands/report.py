@@ -30,6 +30,10 @@ def cmd_report(args) -> int:
         print_summary(res)
     for kind, p in res["paths"].items():
         print(f"wrote {p}")
+    from toolchain.cli.output import emit
+
+    emit(args, {"output": out, "paths": res["paths"], "kind": res.get("kind"),
+                "sections": res.get("sections")})  # fmt: skip
     return 0
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from toolchain.dynamics.retiming import BASELINES, METHODS
+from toolchain.cli.output import emit
 from toolchain.errors import NirDeployError
 from toolchain.ir.atomic import check_output_dir, check_output_path
 from toolchain.ir.metadata import CONVENTIONS, SCHEMES
@@ -36,6 +37,8 @@ def cmd_retime(args) -> int:
     adapted = list((out.metadata.get("ssm") or {}).keys())
     note = f"; exact adapted matrices kept for {', '.join(adapted)}" if adapted else ""
     print(f"wrote {args.output}: {args.method} retiming from dt={r['source_dt']:g} s to {args.dt:g} s (rho={r['rho']:g}){note}")
+    emit(args, {"output": args.output, "method": args.method, "source_dt": r["source_dt"], "dt": args.dt, "rho": r["rho"],
+                "exact_adapted": adapted, "retime": dict(r)})  # fmt: skip
     return 0
 
 
@@ -76,7 +79,15 @@ def cmd_sweep(args) -> int:
         new_console().print(table(f"sweep on {args.backend} (trained at dt={res['source_dt'] * 1e3:g} ms)",
                                 ["dt", "rho", "method", metric.replace("_", " "), "spikes/sample", "note"], rows))
     print(f"wrote {args.output}/sweep.json, sweep.csv, {metric}_vs_dt.png, spikes_vs_dt.png")
+    emit(args, sweep_result(res, args.output))
     return 0
+
+
+def sweep_result(res, out_dir: str):
+    """``--json`` of sweep and recommend: sweep.json without the cells' run records (in DIR/cells/)."""
+    rows = [{k: v for k, v in r.items() if k not in ("record", "cache_key")} for r in res["rows"]]
+    return {"output": out_dir, "sweep_json": f"{out_dir}/sweep.json", **{k: v for k, v in res.items() if k != "rows"},
+            "rows": rows}  # fmt: skip
 
 
 def print_recommendation(res) -> None:
@@ -119,6 +130,7 @@ def cmd_recommend(args) -> int:
     print_recommendation(res)
     print(f"wrote {args.output}/sweep.json (recommendation, rows), sweep.csv and plots; "
           f"nirdeploy report {args.output} renders it")  # fmt: skip
+    emit(args, sweep_result(res, args.output))
     return 0
 
 
