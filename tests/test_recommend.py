@@ -146,3 +146,44 @@ def test_demo_fits_one_screen(tmp_path):
     text = r.stdout
     assert "accuracy and agreement" in text and "reference on the Lava samples" in text
     assert "report.html" in text and "uJ" in text
+
+
+def test_lava_agreement_in_the_recommendation(tmp_path, capsys):
+    """sweep --lava-check N: the recommended cell of each dt runs on lava-fixed on N samples; the
+    agreement is in sweep.json, the terminal lines and the report. Checked against runs the check
+    did not make: the sweep cell's own reference predictions and the emulator (bit-exact with
+    lava-fixed) on the same retimed program."""
+    from toolchain import api
+    from toolchain.cli.commands.retime import print_recommendation
+    from toolchain.demo import DEMO_CHECKPOINT, DEMO_MODEL
+    from toolchain.reports.report import build_report
+    from toolchain.reports.sweep import Cell, cell_program
+
+    nir_path = tmp_path / "m.nir"
+    api.export_checkpoint(DEMO_MODEL, str(DEMO_CHECKPOINT), output=str(nir_path))
+    out = tmp_path / "sw"
+    res = api.sweep(str(nir_path), "default", [1e-3, 2e-3], ["integral", "exact"], output=str(out), samples=4,
+                    workers=1, progress=False, lava_check=2)  # fmt: skip
+    per_dt = json.loads((out / "sweep.json").read_text())["recommendation"]["per_dt"]
+    assert len(per_dt) == 2
+    for c in per_dt:
+        lava = c["lava"]
+        assert lava["backend"] == "lava-fixed" and lava["against"] == "reference" and lava["samples"] == 2
+        assert 0 <= lava["spike_agreement"] <= 1 and [l["name"] for l in lava["layers"]] == ["1", "3"]
+        cmp = json.loads((out / lava["record"]).read_text())
+        assert cmp["dt"] == c["dt"] and cmp["method"] == c["method"]
+        row = next(r for r in res["rows"] if r["dt"] == c["dt"] and r["method"] == c["method"])
+        assert cmp["runs"]["reference"]["predictions"] == row["record"]["predictions"][:2]
+        program = cell_program(str(nir_path), Cell(c["dt"], c["method"]))
+        x = api.load_inputs(program, data="default", samples=2)["x"]
+        emu = api.simulate(program, x, "emulator")
+        for layer in cmp["runs"]["lava-fixed"]["layers"]:
+            assert layer["spikes"] == int(emu.spikes[layer["name"]].sum()), layer["name"]
+        agree = float(np.mean(emu.predictions("sum") == np.asarray(cmp["runs"]["reference"]["predictions"])))
+        assert lava["prediction_agreement"] == agree
+    print_recommendation(res)
+    lines = capsys.readouterr().out.splitlines()
+    assert sum("lava-fixed vs reference on 2 samples: predictions" in l for l in lines) == 2
+    build_report(str(out), str(tmp_path / "r.html"), str(tmp_path / "r.md"))
+    md = (tmp_path / "r.md").read_text()
+    assert "Lava agreement" in md and "lava-fixed vs reference: " in md

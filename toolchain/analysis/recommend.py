@@ -10,7 +10,9 @@ how much energy and latency per inference"):
     value), ``loss`` (the source metric at its own dt minus this one; None when the sweep has no
     row at the training dt), ``energy_per_inference_j`` and ``latency_per_inference_s`` (the run
     record's default energy model), ``spikes_per_inference``, ``backend`` and ``candidates`` (the
-    methods compared, best first).
+    methods compared, best first); with ``--lava-check N`` also ``lava``: the winner run on a
+    Lava backend on the first N samples and compared with the sweep's backend (prediction and
+    spike agreement, per layer; ``toolchain.reports.sweep.lava_agreement``).
 ``pareto``
     the cells (dt, method) on the accuracy-energy-latency front: no other cell is at least as
     accurate, as cheap and as fast, and better in one of them.
@@ -154,4 +156,16 @@ def summary_lines(rec: Dict[str, Any], unit_ms: bool = True) -> List[str]:
             cost.append(f"{c['spikes_per_inference']:.0f} spikes")
         out.append(f"dt {c['dt'] * 1e3:g} ms (rho {c['rho']:g}): {c['method']}, {metric} {c['metric']:.3f}{loss}; "
                    + ", ".join(cost) + " per inference")  # fmt: skip
+        if c.get("lava"):  # --lava-check: its own indented line under the dt
+            out.append("  " + lava_text(c["lava"]))
     return out
+
+
+def lava_text(lava: Dict[str, Any]) -> str:
+    """The Lava agreement of a ``per_dt`` entry in a few words (``--lava-check``)."""
+    if lava.get("error"):
+        return f"{lava['backend']} could not run it: {lava['error']}"
+    n = lava["samples"]
+    same = round(lava["prediction_agreement"] * n)
+    return (f"{lava['backend']} vs {lava['against']} on {n} samples: predictions {same}/{n} agree, "
+            f"spikes {lava['spike_agreement']:.4f}")

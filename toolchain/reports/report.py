@@ -362,6 +362,7 @@ def recommendation_table(rec: dict):
     """(title, columns, rows) of a sweep's recommendation (toolchain/analysis/recommend.py)."""
     metric = rec.get("metric", "accuracy").replace("_", " ")
     rows = []
+    lava = any(c.get("lava") for c in rec.get("per_dt", []))  # sweep --lava-check N
     for c in rec.get("per_dt", []):
         rows.append([
             f"{c['dt'] * 1e3:g} ms", f"{c['rho']:g}", c["method"], _f(c["metric"]),
@@ -370,13 +371,26 @@ def recommendation_table(rec: dict):
             "n/a" if c.get("latency_per_inference_s") is None else f"{c['latency_per_inference_s'] * 1e3:.3g} ms",
             _f(c.get("spikes_per_inference")),
             ", ".join(f"{x['method']} {x['metric']:.3f}" for x in c.get("candidates", [])[1:]),
-        ])  # fmt: skip
+        ] + ([_lava_cell(c.get("lava"))] if lava else []))  # fmt: skip
     src = rec.get("source_dt")
     title = (f"Best zero-shot method per target dt (trained at {src * 1e3:g} ms; rule: {rec.get('rule', '')})"
              if src else "Best zero-shot method per target dt")  # fmt: skip
     cols = ["target dt", "rho", "method", metric, "change vs trained dt", "energy / inference",
             "latency / inference", "spikes / inference", "other methods"]  # fmt: skip
+    if lava:
+        cols.append("Lava agreement")
     return (title, cols, rows)
+
+
+def _lava_cell(lava: Optional[dict]) -> str:
+    """A per_dt entry's Lava agreement: predictions agreeing / samples and the spike agreement."""
+    if not lava:
+        return "not run"
+    if lava.get("error"):
+        return f"{lava['backend']}: could not run ({lava['error']})"
+    n = lava["samples"]
+    return (f"{lava['backend']} vs {lava['against']}: {round(lava['prediction_agreement'] * n)}/{n} predictions, "
+            f"spikes {lava['spike_agreement']:.4f}")
 
 
 def plot_front(sweep: dict) -> Optional[bytes]:

@@ -216,7 +216,13 @@ def sweep(
     progress: bool = True,
     source: Optional[dict] = None,
     profile: Optional[str] = None,
+    lava_check: int = 0,
+    lava_backend: str = "lava-fixed",
 ) -> Dict:
+    """Run the cells (cached), write sweep.json with its recommendation. ``lava_check`` N > 0: the
+    recommended cell of each target dt also runs on ``lava_backend`` on the first N samples and its
+    agreement with the sweep's backend (or the reference, for a sweep on that Lava backend) is
+    recorded in the recommendation (:func:`lava_agreement`)."""
     from toolchain.data import dataset_identity, file_sha256
     from toolchain.ir import Discretization, discretization_of
 
@@ -233,9 +239,18 @@ def sweep(
     src_dt = src.dt if source is None else float(source["dt"])
     lower(graph, src)  # a graph that cannot run at its own timestep is the user's error, not a row per cell
     _profile(backend, profile)  # an unknown backend or profile is refused before the folder is touched
+    if isinstance(lava_check, bool) or int(lava_check) != lava_check or lava_check < 0:
+        raise NirDeployError(f"--lava-check takes a number of samples (0: off), got {lava_check!r}")
+    if lava_check:
+        from simulators.backends import BACKENDS
+
+        if lava_backend not in BACKENDS or not BACKENDS[lava_backend].needs_lava:
+            lava = ", ".join(n for n, b in BACKENDS.items() if b.needs_lava)
+            raise NirDeployError(f"--lava-backend must be a Lava backend ({lava}), got {lava_backend!r}")
     with lock_folder(out_dir):
         return _sweep_locked(graph, model_path, data, dts, methods, backend, out_dir, samples, workers, progress,
-                             source, profile, src, src_dt, file_sha256(model_path), dataset_identity(data))
+                             source, profile, src, src_dt, file_sha256(model_path), dataset_identity(data),
+                             lava_check=int(lava_check), lava_backend=lava_backend)  # fmt: skip
 
 
 def _worker_init(parent: int) -> None:
@@ -260,7 +275,7 @@ def _cached_row(path: str, key: Dict[str, Any]) -> Optional[Dict]:
 
 
 def _sweep_locked(graph, model_path, data, dts, methods, backend, out_dir, samples, workers, progress, source,
-                  profile, src, src_dt, model_sha256, data_identity) -> Dict:  # fmt: skip
+                  profile, src, src_dt, model_sha256, data_identity, lava_check=0, lava_backend="lava-fixed") -> Dict:  # fmt: skip
     os.makedirs(os.path.join(out_dir, "cells"), exist_ok=True)
     prof = _profile(backend, profile)
     src_meta = src.to_metadata()
@@ -319,9 +334,62 @@ def _sweep_locked(graph, model_path, data, dts, methods, backend, out_dir, sampl
     from toolchain.analysis.recommend import recommendation
 
     result["recommendation"] = recommendation(result)  # the deployment answer (docs/retiming.md)
+    if lava_check:
+        for entry in result["recommendation"]["per_dt"]:
+            entry["lava"] = lava_agreement(model_path, data, Cell(entry["dt"], entry["method"]), source, backend,
+                                           lava_backend, lava_check, out_dir, profile, progress)  # fmt: skip
     result = SweepRecord.from_dict(result).to_dict()
     write_sweep(result, out_dir)
     return result
+
+
+def cell_program(model_path: str, cell: Cell, source: Optional[dict] = None):
+    """The program a cell runs: the graph retimed to ``cell.dt`` with ``cell.method``, lowered."""
+    from toolchain.ir import Discretization, discretization_of, load_graph
+    from toolchain.passes.pipelines import run_pipeline
+    from toolchain.program import lower
+
+    graph = load_graph(model_path)
+    src = Discretization.from_metadata(source) if source else discretization_of(graph)
+    g = run_pipeline(graph, "retime", {"retime": {"dt_target": cell.dt, "method": cell.method, "source": src}})
+    return lower(g, discretization_of(g))
+
+
+def lava_agreement(model_path: str, data: str, cell: Cell, source: Optional[dict], backend: str, lava_backend: str,
+                   n: int, out_dir: str, profile: Optional[str] = None, progress: bool = False) -> Dict[str, Any]:  # fmt: skip
+    """The recommended ``cell`` on ``lava_backend`` and on ``backend`` (the sweep's; the reference
+    when the sweep ran on that Lava backend) on the first ``n`` samples, compared as ``nirdeploy
+    compare`` does (``toolchain.api.compare``); the compare record goes to
+    ``DIR/lava_check/<cell>.json``. Returns the recommendation's ``lava`` entry: ``backend``,
+    ``against``, ``samples``, ``prediction_agreement``, ``spike_agreement``,
+    ``samples_with_identical_spikes``, ``accuracy`` (both, on these samples), per-layer
+    ``layers`` (name, spike_agreement) and ``record``; or ``error`` (why Lava could not run it)."""
+    from toolchain import api
+    from toolchain.analysis.records import write_json
+
+    against = backend if backend != lava_backend else "reference"
+    entry: Dict[str, Any] = {"backend": lava_backend, "against": against}
+    program = cell_program(model_path, cell, source)
+    inputs = api.load_inputs(program, data=data, samples=n)
+    try:
+        cmp, records = api.compare(program, inputs["x"], inputs["labels"], (against, lava_backend), progress=progress,
+                                   model=model_path, data=inputs["data"], targets=inputs.get("targets"),
+                                   class_names=inputs.get("class_names"), profile=profile)  # fmt: skip
+    except NirDeployError as e:  # a graph Lava cannot run is an answer, not a failed sweep
+        entry["error"] = str(e)
+        return entry
+    cmp.update(model=model_path, dt=cell.dt, method=cell.method)
+    path = os.path.join(out_dir, "lava_check", cell.key + ".json")
+    write_json({**cmp, "runs": records}, path)
+    entry.update({k: cmp[k] for k in ("samples", "prediction_agreement", "spike_agreement",
+                                      "samples_with_identical_spikes")})  # fmt: skip
+    if cmp.get("accuracy"):
+        entry["accuracy"] = cmp["accuracy"]
+    if cmp.get("mean_iou"):
+        entry["mean_iou"] = cmp["mean_iou"]
+    entry["layers"] = [{"name": l["name"], "spike_agreement": l["spike_agreement"]} for l in cmp["layers"]]
+    entry["record"] = os.path.relpath(path, out_dir)
+    return entry
 
 
 def _stop_pool(ex: ProcessPoolExecutor, grace: float = 10.0) -> None:

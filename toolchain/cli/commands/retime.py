@@ -66,6 +66,7 @@ def cmd_sweep(args) -> int:
     res = sweep(
         args.model, args.data, dts, methods, args.backend, args.output,
         samples=args.samples, workers=args.workers, progress=not args.quiet, source=source, profile=args.profile,
+        lava_check=args.lava_check, lava_backend=args.lava_backend,
     )
     rows = []
     metric = res.get("metric", "accuracy")
@@ -126,6 +127,7 @@ def cmd_recommend(args) -> int:
     res = sweep(
         args.model, args.data, dts, methods, args.backend, args.output,
         samples=args.samples, workers=args.workers, progress=not args.quiet, source=source, profile=args.profile,
+        lava_check=args.lava_check, lava_backend=args.lava_backend,
     )
     print_recommendation(res)
     print(f"wrote {args.output}/sweep.json (recommendation, rows), sweep.csv and plots; "
@@ -175,5 +177,11 @@ def _sweep_options(p, dt_help: str) -> None:
     p.add_argument("--scheme", choices=SCHEMES)
     p.add_argument("--input-convention", choices=CONVENTIONS)
     add_reset_args(p)
+    p.add_argument("--lava-check", type=int, default=0, metavar="N",
+                   help="also run the recommended method of each target dt on --lava-backend on the first N samples "
+                        "and record its agreement (predictions, spikes per layer) with --backend in the recommendation "
+                        "(default 0: off; Lava runs about 1,000 steps/s, plus a few seconds to start per dt)")  # fmt: skip
+    p.add_argument("--lava-backend", default="lava-fixed", choices=("lava-fixed", "lava-float"),
+                   help="the Lava backend of --lava-check (default lava-fixed: Loihi's fixed point, as deployed)")
     p.add_argument("-o", "--output", required=True, help="output directory")
     p.add_argument("-q", "--quiet", action="store_true")
