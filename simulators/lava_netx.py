@@ -88,7 +88,10 @@ def _run_once(path: str, x: np.ndarray, desc: Dict[str, object], input_message_b
     # lava_runtime first: it lets Lava's import set multiprocessing's start method when one is already fixed
     from simulators.lava_runtime import LavaNetwork, PySpikeRecorderModel, SpikeRecorder, new_recording, run_network
 
-    from lava.lib.dl.netx.hdf5 import Network
+    from simulators.backends import quiet_imports
+
+    with quiet_imports():  # lava-dl's import prints warnings (Prophesee toolbox, CUDA) to stdout
+        from lava.lib.dl.netx.hdf5 import Network
     from lava.magma.core.run_configs import Loihi2SimCfg
     from lava.proc.io.source import RingBuffer
 
