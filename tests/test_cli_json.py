@@ -151,3 +151,12 @@ def test_error_is_one_json_object(tmp_path, capsys):
     obj, err = run_json(capsys, ["inspect", str(f)], code=2)
     assert "is not a NIR file" in obj["error"]
     assert err.strip().splitlines() == [f"nirdeploy: error: {obj['error']}"]
+
+
+def test_json_is_strict():
+    import numpy as np
+
+    from toolchain.cli.output import dumps
+
+    s = dumps({"a": np.float32(0.5), "b": np.array([1, 2]), "c": float("nan"), "d": np.array([np.inf]), 3: (1,)})
+    assert json.loads(s) == {"a": 0.5, "b": [1, 2], "c": None, "d": [None], "3": [1]}

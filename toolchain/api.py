@@ -377,23 +377,10 @@ def compare(program, x, labels=None, backends: Sequence[str] = ("reference", "la
             progress: bool = False, model=None, data=None, targets=None, class_names=None,
             profile: Optional[str] = None) -> Tuple[Dict[str, Any], Dict[str, Dict[str, Any]]]:  # fmt: skip
     """Run two backends on the same inputs: ``(agreement, {backend: run record})``."""
-    from toolchain.analysis.records import compare_results
+    from toolchain.analysis.records import compare_backends
 
-    if len(backends) != 2:
-        raise NirDeployError(f"compare takes two backends, got {len(backends)}")
-    readout = readout or readout_of(program)
-    results = [simulate(program, x, b, profile=profile, progress=progress) for b in backends]
-    cmp = compare_results(results[0], results[1], readout)
-    records = {
-        r.backend: run_record(r, program, labels=labels, readout=readout, model=model, data=data, inputs=x,
-                              targets=targets, class_names=class_names)  # fmt: skip
-        for r in results
-    }
-    if labels is not None and targets is None:
-        cmp["accuracy"] = {b: records[b]["accuracy"] for b in backends}
-    if targets is not None:  # segmentation
-        cmp["mean_iou"] = {b: records[b]["segmentation"]["mean_iou"] for b in backends}
-    return cmp, records
+    return compare_backends(program, x, labels, backends, readout or readout_of(program), progress, model, data,
+                            targets=targets, class_names=class_names, profile=profile)  # fmt: skip
 
 
 def sweep(model: str, data: str, dts: Sequence[float], methods: Sequence[str], backend: str = "reference",
@@ -401,7 +388,8 @@ def sweep(model: str, data: str, dts: Sequence[float], methods: Sequence[str], b
           input_convention: Optional[str] = None, reset: Optional[str] = None, reset_delay: Optional[bool] = None,
           recurrent_step0: Optional[str] = None, **kw) -> Dict[str, Any]:  # fmt: skip
     """Accuracy and spikes over target timesteps x retiming methods; writes ``output``/sweep.json,
-    sweep.csv and plots. ``kw``: samples, workers, progress, profile."""
+    sweep.csv and plots. ``kw``: samples, workers, progress, profile, lava_check (N samples: the
+    recommended cell of each dt also on ``lava_backend``, default lava-fixed; docs/retiming.md)."""
     from toolchain.reports.sweep import sweep as run_sweep
 
     source = None

@@ -245,6 +245,29 @@ def compare_results(a: SimResult, b: SimResult, readout: str = "sum") -> Dict[st
     }).to_dict()
 
 
+def compare_backends(program, x, labels=None, backends: Sequence[str] = ("reference", "lava-float"),
+                     readout: str = "sum", progress: bool = False, model=None, data=None, targets=None,
+                     class_names=None, profile: Optional[str] = None):  # fmt: skip
+    """Run two backends on the same inputs: ``(compare record, {backend: run record})``; the
+    machinery of ``toolchain.api.compare`` (and of ``sweep --lava-check``)."""
+    from simulators.backends import run
+
+    if len(backends) != 2:
+        raise NirDeployError(f"compare takes two backends, got {len(backends)}")
+    results = [run(b, program, x, progress=progress, profile=profile) for b in backends]
+    cmp = compare_results(results[0], results[1], readout)
+    records = {
+        r.backend: run_record(r, program, labels=labels, readout=readout, model=model, data=data, inputs=x,
+                              targets=targets, class_names=class_names)  # fmt: skip
+        for r in results
+    }
+    if labels is not None and targets is None:
+        cmp["accuracy"] = {b: records[b]["accuracy"] for b in backends}
+    if targets is not None:  # segmentation
+        cmp["mean_iou"] = {b: records[b]["segmentation"]["mean_iou"] for b in backends}
+    return cmp, records
+
+
 def _jsonable(x):
     if isinstance(x, dict):
         return {str(k): _jsonable(v) for k, v in x.items()}

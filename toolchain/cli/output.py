@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import math
 import os
 import sys
 from typing import Any, Dict, Iterator
@@ -39,15 +40,18 @@ def emit(args, result: Dict[str, Any]) -> None:
 
 
 def jsonable(x):
-    """numpy arrays and scalars, tuples, non-string keys, paths -> plain JSON values."""
+    """numpy arrays and scalars, tuples, non-string keys, paths -> plain JSON values; NaN and
+    infinities -> null."""
     if isinstance(x, dict):
         return {str(k): jsonable(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
         return [jsonable(v) for v in x]
     if isinstance(x, np.ndarray):
-        return x.tolist()
+        return jsonable(x.tolist())
     if isinstance(x, np.generic):
-        return x.item()
+        return jsonable(x.item())
+    if isinstance(x, float) and not math.isfinite(x):
+        return None  # strict JSON has no NaN / Infinity
     if isinstance(x, os.PathLike):
         return os.fspath(x)
     if x is None or isinstance(x, (str, int, float, bool)):
@@ -56,7 +60,7 @@ def jsonable(x):
 
 
 def dumps(obj) -> str:
-    return json.dumps(jsonable(obj), indent=1)
+    return json.dumps(jsonable(obj), indent=1, allow_nan=False)
 
 
 @contextlib.contextmanager

@@ -364,17 +364,25 @@ def lava_agreement(model_path: str, data: str, cell: Cell, source: Optional[dict
     ``against``, ``samples``, ``prediction_agreement``, ``spike_agreement``,
     ``samples_with_identical_spikes``, ``accuracy`` (both, on these samples), per-layer
     ``layers`` (name, spike_agreement) and ``record``; or ``error`` (why Lava could not run it)."""
-    from toolchain import api
-    from toolchain.analysis.records import write_json
+    from toolchain.analysis.records import compare_backends, write_json
+    from toolchain.analysis.segmentation import class_names_of
+    from toolchain.data import open_dataset
+    from toolchain.ir import graph_metadata, load_graph
 
     against = backend if backend != lava_backend else "reference"
     entry: Dict[str, Any] = {"backend": lava_backend, "against": against}
     program = cell_program(model_path, cell, source)
-    inputs = api.load_inputs(program, data=data, samples=n)
+    ds = open_dataset(data)
+    ds = ds.subset(np.arange(min(n, len(ds))))
+    x, info = ds.bin_with_info(cell.dt)  # binned as the cell was (run_cell)
+    x = x.reshape((x.shape[0], x.shape[1]) + tuple(program.input_shape))
+    targets = getattr(ds, "targets", None)
+    readout = str(graph_metadata(load_graph(model_path)).get("readout", "sum"))
     try:
-        cmp, records = api.compare(program, inputs["x"], inputs["labels"], (against, lava_backend), progress=progress,
-                                   model=model_path, data=inputs["data"], targets=inputs.get("targets"),
-                                   class_names=inputs.get("class_names"), profile=profile)  # fmt: skip
+        cmp, records = compare_backends(program, x, ds.labels, (against, lava_backend), readout, progress, model_path,
+                                        {"dataset": ds.name, "source": data, **info}, targets=targets,
+                                        class_names=None if targets is None else class_names_of(ds),
+                                        profile=profile)  # fmt: skip
     except NirDeployError as e:  # a graph Lava cannot run is an answer, not a failed sweep
         entry["error"] = str(e)
         return entry
