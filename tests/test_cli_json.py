@@ -160,3 +160,13 @@ def test_json_is_strict():
 
     s = dumps({"a": np.float32(0.5), "b": np.array([1, 2]), "c": float("nan"), "d": np.array([np.inf]), 3: (1,)})
     assert json.loads(s) == {"a": 0.5, "b": [1, 2], "c": None, "d": [None], "3": [1]}
+
+
+def test_usage_error_is_one_json_object(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["simulate", "m.nir", "--backend", "nope", "--json"])
+    assert e.value.code == 2
+    out, err = capsys.readouterr()
+    obj = json.loads(out)
+    assert obj["command"] == "simulate" and obj["exit_status"] == 2 and "invalid choice: 'nope'" in obj["error"]
+    assert "usage: nirdeploy simulate" in err

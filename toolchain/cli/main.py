@@ -20,7 +20,7 @@ from toolchain.ir.atomic import check_output_dir, check_output_path
 from toolchain.ir.metadata import CONVENTIONS, READOUTS, RECURRENT_STEP0, RESETS, SCHEMES
 from toolchain.loihi.bits import PROFILES
 from toolchain.reports.console import console as new_console, table
-from toolchain.cli.output import add_json_option, emit, json_mode
+from toolchain.cli.output import add_json_option, emit, json_mode, parse_args
 from simulators import backends as backend_registry
 
 BACKEND_HELP = "; ".join(f"{b.name}: {b.description}" for b in backend_registry.BACKENDS.values())
@@ -357,7 +357,7 @@ COMMAND_MODULES: List[str] = ["toolchain.cli.commands.retime", "toolchain.cli.co
 
 def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse_args(parser, argv)  # with --json, a usage error is a JSON object too
     try:
         if args.max_memory is not None:
             from toolchain.limits import ENV, parse_size

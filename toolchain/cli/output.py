@@ -63,6 +63,28 @@ def dumps(obj) -> str:
     return json.dumps(jsonable(obj), indent=1, allow_nan=False)
 
 
+def parse_args(parser, argv):
+    """``parser.parse_args(argv)``; with ``--json`` in ``argv`` a usage error is also one object,
+    ``{"command", "exit_status": 2, "error": argparse's message}`` (the usage stays on stderr)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--json" not in argv:
+        return parser.parse_args(argv)
+    buf = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(buf):
+            return parser.parse_args(argv)
+    except SystemExit as e:
+        if e.code not in (0, None):
+            lines = buf.getvalue().strip().splitlines()
+            command = next((a for a in argv if not a.startswith("-")), None)
+            sys.stdout.write(dumps({"command": command, "exit_status": e.code, "error": lines[-1] if lines else "usage"})
+                             + "\n")  # fmt: skip
+            sys.stdout.flush()
+        raise
+    finally:
+        sys.stderr.write(buf.getvalue())
+
+
 @contextlib.contextmanager
 def _stdout_to_stderr() -> Iterator[None]:
     """sys.stdout -> sys.stderr; and file descriptor 1 -> 2 when sys.stdout is the process's own
@@ -98,6 +120,6 @@ def json_mode(args) -> Iterator[Dict[str, Any]]:
         if state.get("error"):
             out["error"] = state["error"]
         else:
-            out.update(getattr(args, "_json_result", None) or {})
+            out.update({k: v for k, v in (getattr(args, "_json_result", None) or {}).items() if k not in out})
         sys.stdout.write(dumps(out) + "\n")
         sys.stdout.flush()
