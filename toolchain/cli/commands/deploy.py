@@ -60,6 +60,9 @@ def cmd_deploy(args) -> int:
                       "input_message_bits = 16 (graded event counts up to 32767)")  # fmt: skip
         console.print("  on a Loihi 2 system (lava-loihi, untested here): the same Network with "
                       "run_cfg=Loihi2HwCfg() from lava.magma.core.run_configs instead of Loihi2SimCfg")  # fmt: skip
+        data = args.data or "DATA"
+        console.print(f"  check the file itself (its integers{', as calibrated' if args.data else ''}): nirdeploy compare "
+                      f"{args.output} --data {data} --samples 16 --backends emulator,lava-fixed", soft_wrap=True)  # fmt: skip
         if args.report:
             console.print(f"wrote {args.report}")
     return 0
