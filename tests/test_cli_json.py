@@ -170,3 +170,22 @@ def test_usage_error_is_one_json_object(capsys):
     obj = json.loads(out)
     assert obj["command"] == "simulate" and obj["exit_status"] == 2 and "invalid choice: 'nope'" in obj["error"]
     assert "usage: nirdeploy simulate" in err
+
+
+def test_table_keeps_numbers_and_folds_text_at_80_columns():
+    """The widths rule on its own: a long layer name folds, every number keeps its digits."""
+    import io
+
+    from rich.console import Console
+
+    from toolchain.reports.console import table
+
+    rows = [["lif_hidden_convolution_layer_1", "CubaLIF", 51200, 512012.5, 0.01234, "512,000"], ["out", "LI", 10, 3.0]]
+    buf = io.StringIO()
+    Console(file=buf, width=80).print(table("t", ["layer", "type", "neurons", "ref spikes/sample",
+                                                  "lava spikes/sample", "Dense synops"], rows))  # fmt: skip
+    text = buf.getvalue()
+    assert_fits_80(text)
+    for number in ("51200", "5.12e+05", "0.01234", "512,000"):
+        assert number in text
+    assert "lif_hidden" in text and "layer_1" in text  # folded onto two lines, not cut

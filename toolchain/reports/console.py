@@ -90,7 +90,8 @@ class FitTable:
 
 
 def table(title: str, columns: List[str], rows: List[List[Any]]) -> FitTable:
-    return FitTable(title, [str(c) for c in columns], [[fmt(v) for v in r] for r in rows])
+    cols = [str(c) for c in columns]
+    return FitTable(title, cols, [([fmt(v) for v in r] + [""] * len(cols))[: len(cols)] for r in rows])  # short rows padded
 
 
 def fmt(v) -> str:
