@@ -44,8 +44,9 @@ class FitTable:
 
     def widths(self, max_width: int) -> List[int]:
         """Content width per column: the natural widths if they fit; else the widest column above
-        its floor gives one character at a time (floors: a number column's longest number, a text
-        column's longest word up to 12 characters); headers fold. Text columns go below their
+        its floor gives one character at a time, first down to where its header's words (broken
+        after / and _) still fit, then to its floor (a number column's longest number, a text
+        column's longest word up to 12 characters; headers fold). Text columns go below their
         floor only when every column is at it; number columns never do here."""
         numeric = self.numeric()
         natural = [max([len(c)] + [len(r[i]) for r in self.rows]) for i, c in enumerate(self.columns)]
@@ -59,7 +60,9 @@ class FitTable:
             else:
                 word = max([len(x) for c in cells for x in c.split()] + [1])
                 floors.append(min(natural[i], max(4, min(word, 12))))
-        for floor in (floors, [1 if not numeric[i] else floors[i] for i in range(len(w))]):
+        header_word = [max(len(x) for x in re.sub(r"([/_])(?=\S)", r"\1 ", c).split() or [""]) for c in self.columns]
+        soft = [min(natural[i], max(floors[i], header_word[i])) for i in range(len(w))]  # headers keep their words
+        for floor in (soft, floors, [1 if not numeric[i] else floors[i] for i in range(len(w))]):
             while sum(w) > available:
                 cand = [i for i in range(len(w)) if w[i] > floor[i]]
                 if not cand:
@@ -75,6 +78,8 @@ class FitTable:
         widths = self.widths(max_width)
         t = Table(title=escape(self.title), title_justify="left")
         for i, c in enumerate(self.columns):
+            if widths[i] < len(c):  # a narrowed header breaks after / and _ before it folds a word
+                c = re.sub(r"([/_])(?=\S)", r"\1 ", c)
             t.add_column(escape(c), justify="left" if i == 0 else "right", width=widths[i], overflow="fold")
         for r in self.rows:
             t.add_row(*[escape(v) for v in r])  # a node named "[foo]" is text, not rich markup
