@@ -225,7 +225,7 @@ def chip_resources(program: Program, chip: Optional[Dict[str, object]] = None) -
             l["problems"].append(
                 f"a core needs {l['axons_in_per_core']} input axons > {ax_in} (limit unconfirmed for Loihi 2)"
             )
-        if l["axons_out_per_core"] > ax_out:
+        if ax_out and l["axons_out_per_core"] > ax_out:  # 0: not checked
             l["problems"].append(
                 f"a core sends to {l['axons_out_per_core']} destination axons > {ax_out} (limit unconfirmed for Loihi 2)"
             )
