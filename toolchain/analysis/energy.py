@@ -34,6 +34,8 @@ import os
 from pathlib import Path
 from typing import Dict, Iterable, Optional, Union
 
+import numpy as np
+
 from toolchain.errors import NirDeployError
 
 MODEL_DIR = Path(__file__).resolve().parent / "energy_models"
@@ -174,6 +176,7 @@ def model_energy(metrics: dict, resources: Optional[dict], model: dict) -> dict:
         per_layer.append({"name": l["name"], "dynamic_j": sum(e_kind.values()), "by_kind_j": e_kind})
         t = sum(ev[k] * float(c.get("time_s", 0.0)) for k, c in costs.items()) * scale
         work.append(t / max(1, T) / max(1, cores.get(l["name"], 1)))
+        per_layer[-1]["core_time_per_step_s"] = work[-1]  # the work of one of its cores per step
     dynamic = float(sum(by_kind.values()))
     out = {
         "name": model["name"],
@@ -195,6 +198,7 @@ def model_energy(metrics: dict, resources: Optional[dict], model: dict) -> dict:
     if st is not None or timing:
         t_step = float(timing.get("step_overhead_s", 0.0)) + (max(work) if work else 0.0)
         out["time_per_step_s"] = t_step
+        out["bottleneck_layer"] = per_layer[int(np.argmax(work))]["name"] if work else None
         out["time_per_inference_s"] = t_step * T
     if st is not None:
         chips = int((resources or {}).get("totals", {}).get("chips", 1) or 1)
