@@ -93,3 +93,28 @@ def test_the_report_names_the_calibration(frame_record, tmp_path):
     api.report(str(p), str(tmp_path / "r.html"), str(tmp_path / "r.md"))
     md = (tmp_path / "r.md").read_text()
     assert "energy model calibrated on" in md and "lava-dl PilotNet LIF on Loihi 2" in md
+
+
+@pytest.mark.parametrize("value", ["0.0", "-1.0", "nan", '"x"'])
+def test_a_bad_dynamic_scale_is_refused(tmp_path, value):
+    from toolchain.errors import NirDeployError
+
+    p = tmp_path / "m.toml"
+    p.write_text(f'name = "x"\nkind = "events"\n[dynamic]\nscale = {value}\n'
+                 '[costs.synop_dense]\nvalue = 1e-12\nsource = "test"\n')  # fmt: skip
+    with pytest.raises(NirDeployError, match=r"\[dynamic\] needs a finite positive number"):
+        load_model(p)
+
+
+def test_the_dynamic_scale_multiplies_every_event_cost(tmp_path):
+    from toolchain.analysis.energy import model_energy
+
+    metrics = {"n_steps": 10, "layers": [{"name": "h", "spiking": True, "spikes_per_sample": 30.0, "neuron_updates": 50.0,
+               "active_updates": 20.0, "messages_per_sample": 60.0,
+               "synops_by_kind": {"dense": {"Effective_ACs": 1000.0, "Effective_MACs": 0.0},
+                                  "conv": {"Effective_ACs": 0.0, "Effective_MACs": 0.0}}}]}  # fmt: skip
+    base = load_model("loihi2-estimate")
+    scaled = dict(base, dynamic={"scale": 0.5})
+    a, b = model_energy(metrics, None, base), model_energy(metrics, None, scaled)
+    assert b["dynamic_j"] == pytest.approx(0.5 * a["dynamic_j"]) and b["static_j"] == pytest.approx(a["static_j"])
+    assert a["bottleneck_layer"] == "h" and a["layers"][0]["core_time_per_step_s"] > 0
