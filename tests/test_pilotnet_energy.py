@@ -15,7 +15,8 @@ import pytest
 from toolchain import api
 from toolchain.analysis.energy import DEFAULT_MODELS, load_model
 from toolchain.analysis.resources import chip_resources
-from toolchain.data.road_frames import bias_inputs, input_transform_of, pilotnet_bias, road_frames
+from examples.energy.pilotnet import input_transform_of
+from toolchain.data.road_frames import bias_inputs, pilotnet_bias, road_frames
 
 # Lava's compiler for pilotnet_lif.net (benchmark.ipynb, per-core distribution): cores per layer,
 # input layer first, and the neurons per core it printed
@@ -34,7 +35,8 @@ def pilotnet(conformance_file):
 @pytest.fixture(scope="module")
 def frame_record(pilotnet):
     path, prog = pilotnet
-    w, b = input_transform_of(str(path))
+    w, b = input_transform_of(path)
+    assert (w, b) == (40.0, 36.0)  # the file's input layer (SLAYER's input transform)
     x = bias_inputs(pilotnet_bias(road_frames(1, seed=0), w, b), 16)
     res = api.simulate(prog, x, "emulator")
     return api.run_record(res, prog, model=str(path), inputs=x)

@@ -23,7 +23,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -36,11 +36,24 @@ ESTIMATE = "loihi2-estimate"
 STEPS = 16  # lava-dl's benchmark: reset_interval=16
 
 
+def input_transform_of(net_path) -> Tuple[float, float]:
+    """The (weight, bias) of a ``.net`` input layer (SLAYER's input transform, which netx does not
+    apply: lava-dl's dataset.py applies it to the image)."""
+    from toolchain.loihi.netx_read import read_netx
+
+    inp = read_netx(str(net_path)).layers[0]
+    if inp.type != "input" or "weight" not in inp.extra:
+        raise NirDeployError(f"{net_path}: the input layer carries no input transform (weight / bias)")
+    w = float(np.asarray(inp.extra["weight"]).reshape(-1)[0])
+    b = float(np.asarray(inp.extra.get("bias", 0.0)).reshape(-1)[0])
+    return w, b
+
+
 def pilotnet_inputs(net_path, frames: int = 8, seed: int = 0, steps: int = STEPS) -> np.ndarray:
     """Road-like frames through the file's input transform: ``[frames, steps, 3, 66, 200]`` biases."""
-    from toolchain.data.road_frames import bias_inputs, input_transform_of, pilotnet_bias, road_frames
+    from toolchain.data.road_frames import bias_inputs, pilotnet_bias, road_frames
 
-    w, b = input_transform_of(str(net_path))
+    w, b = input_transform_of(net_path)
     return bias_inputs(pilotnet_bias(road_frames(frames, seed=seed), w, b), steps)
 
 

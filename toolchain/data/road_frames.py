@@ -2,9 +2,9 @@
 
 lava-dl's PilotNet networks were trained and measured on frames of the PilotNet driving dataset
 (a dashboard camera, resized to 200 x 66; ``tutorials/lava/lib/dl/netx/pilotnet_snn/dataset.py``),
-which is not available here and is not redistributable by us. No installed package ships a road
-image (scikit-image, whose sample data has none either, is not installed; we add no heavy
-dependency). For activity and energy estimates the frames only need the statistics that drive
+which is not available here and is not ours to ship. No installed package ships a road image
+(scikit-image is not installed; matplotlib's sample images are a portrait, a logo and a product
+photo; we add no heavy dependency). For activity and energy estimates the frames only need the statistics that drive
 the network's spikes: a bright sky band, a dark horizon line of trees / buildings, a grey road
 trapezoid narrowing to a vanishing point that moves with the road's curvature, white lane
 markings (solid edges, a dashed centre line), green / brown verges, soft shading and sensor
@@ -23,18 +23,18 @@ Pixel values are floats in [0, 1], layout ``[N, 66, 200, 3]`` (H, W, C), like
 transform (``dataset.py``: ``2 * weight * image - weight + bias``, cast to int32, with the
 ``weight`` / ``bias`` of the ``.net`` input layer, 40 and 36 for ``pilotnet_lif.net``) and returns
 the per-neuron bias in NIR order (C, H, W), the value nirdeploy's ``--input`` takes for a
-bias-driven input layer (``toolchain/loihi/netx_read.py``).
+bias-driven input layer (``toolchain/loihi/netx_read.py``; ``nirdeploy inspect`` shows a file's
+input ``weight`` / ``bias`` under ``ignored_by_netx``).
 
 Command line (one frame as ``--input`` for ``simulate``/``compare``, repeated over the steps)::
 
-    python -m toolchain.data.road_frames -o frame.npy --seed 0 --steps 16 \
-        --net ../shared/conformance/lava-dl/pilotnet_lif.net
+    python -m toolchain.data.road_frames -o frame.npy --seed 0 --steps 16 --weight 40 --bias 36
 """
 
 from __future__ import annotations
 
 import argparse
-from typing import Optional, Sequence, Tuple
+from typing import Optional, Sequence
 
 import numpy as np
 
@@ -110,19 +110,6 @@ def pilotnet_bias(frames: np.ndarray, weight: float = 40.0, bias: float = 36.0) 
     return b.transpose(0, 3, 1, 2).astype(np.int64)
 
 
-def input_transform_of(net_path: str) -> Tuple[float, float]:
-    """The (weight, bias) of a ``.net`` input layer (SLAYER's input transform; netx does not apply it)."""
-    from toolchain.loihi.netx_read import read_netx
-
-    net = read_netx(net_path)
-    inp = net.layers[0]
-    if inp.type != "input" or "weight" not in inp.extra:
-        raise NirDeployError(f"{net_path}: the input layer carries no input transform (weight / bias)")
-    w = float(np.asarray(inp.extra["weight"]).reshape(-1)[0])
-    b = float(np.asarray(inp.extra.get("bias", 0.0)).reshape(-1)[0])
-    return w, b
-
-
 def bias_inputs(frames_bias: np.ndarray, steps: int) -> np.ndarray:
     """``[N, 3, H, W]`` biases -> the simulator input ``[N, steps, 3, H, W]`` (the same bias at every
     step, which is how a bias-driven input layer takes a frame)."""
@@ -138,7 +125,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--index", type=int, default=0, help="which frame of the seed's sequence")
     ap.add_argument("--steps", type=int, default=16, help="time steps (lava-dl's PilotNet: reset_interval 16)")
-    ap.add_argument("--net", help="a .net whose input transform (weight, bias) to apply (default 40, 36)")
+    ap.add_argument("--weight", type=float, default=40.0, help="the input layer's weight (pilotnet_lif.net: 40)")
+    ap.add_argument("--bias", type=float, default=36.0, help="the input layer's bias (pilotnet_lif.net: 36)")
     ap.add_argument("--raw", action="store_true", help="write the RGB image [66, 200, 3] in [0, 1] instead")
     a = ap.parse_args(argv)
     try:
@@ -146,8 +134,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if a.raw:
             np.save(a.output, frames[0])
         else:
-            w, b = input_transform_of(a.net) if a.net else (40.0, 36.0)
-            np.save(a.output, bias_inputs(pilotnet_bias(frames, w, b), a.steps)[0])
+            np.save(a.output, bias_inputs(pilotnet_bias(frames, a.weight, a.bias), a.steps)[0])
     except NirDeployError as e:
         raise SystemExit(f"error: {e}")
     print(a.output)
