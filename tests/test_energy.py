@@ -61,7 +61,7 @@ def test_shipped_models_load_with_sources():
         m = load_model(name)
         for kind, c in m["costs"].items():
             assert c["value"] > 0 and c["source"], (name, kind)
-            assert c["status"] in ("confirmed", "unconfirmed", "assumption", "derived"), (name, kind)
+            assert c["status"] in ("confirmed", "unconfirmed", "assumption", "derived", "fitted"), (name, kind)
     # the figures the issue quotes
     d = load_model("loihi1-davies2018")["costs"]
     assert d["synop_dense"]["value"] == 23.6e-12 and d["neuron_update_active"]["value"] == 81e-12
@@ -136,7 +136,10 @@ def test_resources_dense_layer_cores_and_axons():
     res = chip_resources(program_of(m))
     h = res["layers"][0]
     assert h["synapses_in"] == 256000 and h["fan_in_max"] == 2560 and h["fan_out_max"] == 10
-    assert h["cores"] == math.ceil(256000 / 35000)
+    # the default allocation (loihi2_pilotnet.toml) gives the 12 cores Lava's compiler gave the same
+    # 2560 -> 100 dense layer in lava-dl's PilotNet (benchmark.ipynb); the uncalibrated estimate's rule 8
+    assert h["cores"] == 12 == math.ceil(256000 / load_model("loihi2-pilotnet")["chip"]["dense_synapses_per_core"])
+    assert chip_resources(program_of(m), load_model("loihi2-estimate")["chip"])["layers"][0]["cores"] == math.ceil(256000 / 35000)
     assert h["axons_in_per_core"] == 2560 and not h["problems"]
     assert res["totals"]["cores"] == h["cores"] + 1 and res["totals"]["chips"] == 1
     big = nt.SequentialState(torch.nn.Linear(5000, 4), nt.LIFBoxCell())

@@ -85,6 +85,9 @@ def test_demo_sweep_recommendation_matches_a_hand_computation(demo_sweep):
     assert half["metric"] > tau_half + 0.2
     src = next(c for c in rec["per_dt"] if c["rho"] == 1.0)
     assert src["loss"] == 0 and rec["source_metric"] == src["metric"]
+    # the default energy model is the calibrated one and the recommendation says what it was calibrated on
+    for c in rec["per_dt"]:
+        assert c["energy_model"] == "loihi2-pilotnet" and "PilotNet LIF" in c["energy_model_calibrated_on"]
 
 
 def test_sweep_report_opens_with_the_recommendation(demo_sweep, tmp_path):

@@ -13,10 +13,15 @@ per step. Event kinds, all per inference (per sample), counted by :mod:`toolchai
 ``spike``                         spikes emitted
 ``message``                       spike messages: one per spike and destination core
 
-    dynamic = sum_kind events_kind x cost_kind
+    dynamic = dynamic_scale x sum_kind events_kind x cost_kind
     time per step = step_overhead + max over layers of
                     sum_kind (events_kind x time_kind) x time_scale / (steps x cores of the layer)
     static  = static power x chips x time per step x steps
+
+``dynamic_scale`` (``[dynamic] scale``, default 1) and ``time_scale`` are the two constants a
+calibrated model fits to a measurement (``loihi2_pilotnet.toml``: lava-dl's PilotNet LIF on
+Loihi 2); its ``[calibration]`` table names the measurement, and every estimate of such a model
+carries it as ``calibrated_on``.
 
 The ANN baseline (``kind = "ann"``) charges the network's MACs as if it ran as an ANN.
 See docs/metrics-and-energy.md.
@@ -28,6 +33,8 @@ import math
 import os
 from pathlib import Path
 from typing import Dict, Iterable, Optional, Union
+
+import numpy as np
 
 from toolchain.errors import NirDeployError
 
@@ -43,7 +50,7 @@ EVENT_KINDS = (
 )
 ANN_KINDS = ("mac_fp32", "ac_fp32", "mac_int8", "ac_int8")
 #: the event models written into every run record, in this order; the first is the headline
-DEFAULT_MODELS = ("loihi2-estimate", "loihi1-sanafe", "loihi1-davies2018")
+DEFAULT_MODELS = ("loihi2-pilotnet", "loihi2-estimate", "loihi1-sanafe", "loihi1-davies2018")
 ANN_MODEL = "ann-horowitz2014"
 
 
@@ -107,6 +114,11 @@ def _check_model(m: dict, path) -> None:
             )
         if not c.get("source"):
             raise NirDeployError(f"energy model {path}: [costs.{k}] needs a 'source'")
+    dyn = m.get("dynamic")
+    if dyn is not None:
+        sc = dyn.get("scale") if isinstance(dyn, dict) else None
+        if isinstance(sc, bool) or not isinstance(sc, (int, float)) or not math.isfinite(sc) or sc <= 0:
+            raise NirDeployError(f"energy model {path}: [dynamic] needs a finite positive number 'scale', got {sc!r}")
     st = m.get("static")
     if st is not None:
         pw = st.get("power_w") if isinstance(st, dict) else None
@@ -150,6 +162,7 @@ def model_energy(metrics: dict, resources: Optional[dict], model: dict) -> dict:
     costs = model["costs"]
     timing = model.get("timing", {})
     scale = float(timing.get("time_scale", 1.0))
+    dscale = float((model.get("dynamic") or {}).get("scale", 1.0))
     cores = {l["name"]: l["cores"] for l in (resources or {}).get("layers", [])}
     per_layer, by_kind = [], {k: 0.0 for k in costs}
     work = []
@@ -157,12 +170,13 @@ def model_energy(metrics: dict, resources: Optional[dict], model: dict) -> dict:
     for l in metrics["layers"]:
         ev = layer_events(l)
         complete &= ev.pop("_complete")
-        e_kind = {k: ev[k] * c["value"] for k, c in costs.items()}
+        e_kind = {k: ev[k] * c["value"] * dscale for k, c in costs.items()}
         for k, v in e_kind.items():
             by_kind[k] += v
         per_layer.append({"name": l["name"], "dynamic_j": sum(e_kind.values()), "by_kind_j": e_kind})
         t = sum(ev[k] * float(c.get("time_s", 0.0)) for k, c in costs.items()) * scale
         work.append(t / max(1, T) / max(1, cores.get(l["name"], 1)))
+        per_layer[-1]["core_time_per_step_s"] = work[-1]  # the work of one of its cores per step
     dynamic = float(sum(by_kind.values()))
     out = {
         "name": model["name"],
@@ -177,10 +191,14 @@ def model_energy(metrics: dict, resources: Optional[dict], model: dict) -> dict:
         "unconfirmed": sorted(k for k, c in costs.items() if c.get("status") not in ("confirmed",)),
         "file": os.path.basename(model.get("file", "")),
     }
+    cal = model.get("calibration")
+    if isinstance(cal, dict) and cal.get("measurement"):
+        out["calibrated_on"] = str(cal["measurement"])
     st = model.get("static")
     if st is not None or timing:
         t_step = float(timing.get("step_overhead_s", 0.0)) + (max(work) if work else 0.0)
         out["time_per_step_s"] = t_step
+        out["bottleneck_layer"] = per_layer[int(np.argmax(work))]["name"] if work else None
         out["time_per_inference_s"] = t_step * T
     if st is not None:
         chips = int((resources or {}).get("totals", {}).get("chips", 1) or 1)

@@ -41,11 +41,13 @@ def _energy(row: Dict[str, Any]) -> Dict[str, Optional[float]]:
     models = e.get("models") or []
     m = next((x for x in models if x.get("name") == e.get("default")), models[0] if models else None)
     if m is None:
-        return {"energy_per_inference_j": None, "latency_per_inference_s": None, "energy_model": None}
+        return {"energy_per_inference_j": None, "latency_per_inference_s": None, "energy_model": None,
+                "energy_model_calibrated_on": None}
     return {
         "energy_per_inference_j": m.get("total_j"),
         "latency_per_inference_s": m.get("time_per_inference_s"),
         "energy_model": m.get("name"),
+        "energy_model_calibrated_on": m.get("calibrated_on"),
     }
 
 

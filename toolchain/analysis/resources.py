@@ -1,14 +1,19 @@
 """Chip resources: neurons, synapses, fan-in/fan-out per layer and the Loihi 2 cores and chips.
 
 The per-core limits come from the ``[chip]`` section of an energy-model file (default:
-``toolchain/analysis/energy_models/loihi2_estimate.toml``), where each limit carries its source and
-whether it is confirmed. The mapping is the simple one Lava's compiler starts from: every neuron
-layer gets its own cores, neurons are split into contiguous blocks, and a layer needs
+``toolchain/analysis/energy_models/loihi2_pilotnet.toml``, :data:`DEFAULT_CHIP_MODEL`), where each
+limit carries its source and whether it is confirmed. Every neuron layer gets its own cores. With
+``allocation = "blocks"`` (loihi2_estimate.toml) neurons are split into contiguous blocks and a
+layer needs
 
     cores = max(ceil(neurons / neurons_per_core),
                 ceil(dense synapses in / dense_synapses_per_core))
 
-(a convolution stores its kernel once per core, so only its neurons count). A layer whose cores
+(a convolution stores its kernel once per core, so only its neurons count). With
+``allocation = "x-slices"`` (the default, fitted to Lava's compiler on lava-dl's PilotNet: it
+reproduces the compiler's 74 cores layer by layer) a (C, H, W) layer is cut along W into slices
+of b columns with all channels and rows, b the largest power of two with b x C x H <=
+``slice_neurons_per_core`` (:func:`x_slices`); other layers as above. A layer whose cores
 would each need more input axons (distinct presynaptic neurons) than ``axons_in_per_core`` does
 not fit as is; we report it. Input layers (the network input) use no neurocore.
 
@@ -27,6 +32,8 @@ import torch
 from toolchain.analysis.metrics import CONV_TYPES, _binary_fn, downstream_neuron, fanin_vector, fanout_vector, synaptic_ops_of
 from toolchain.program import Program
 
+#: the energy-model file whose ``[chip]`` section gives the default limits and allocation rules
+DEFAULT_CHIP_MODEL = "loihi2-pilotnet"
 #: above this many (source x target) pairs the destination cores are estimated, not enumerated
 EXACT_PAIR_LIMIT = 50_000_000
 
@@ -34,21 +41,21 @@ EXACT_PAIR_LIMIT = 50_000_000
 def default_chip() -> Dict[str, object]:
     from toolchain.analysis.energy import load_model
 
-    return dict(load_model("loihi2-estimate").get("chip", {}))
+    return dict(load_model(DEFAULT_CHIP_MODEL).get("chip", {}))
 
 
-def _target_cores(op, n_target: int, per_core: int) -> np.ndarray:
-    """For every input element of weight op ``op``: the number of target cores it reaches."""
+def _target_cores(op, n_target: int, per_core: int, core_of: Optional[np.ndarray] = None) -> np.ndarray:
+    """For every input element of weight op ``op``: the number of target cores it reaches.
+    ``core_of`` (the core of every target neuron) defaults to contiguous blocks of ``per_core``."""
     n_in = int(np.prod(op.in_shape))
-    n_cores = max(1, math.ceil(n_target / per_core))
+    if core_of is None:
+        core_of = np.arange(n_target) // max(1, per_core)
+    n_cores = int(core_of.max()) + 1 if core_of.size else 1
     if n_cores == 1:
         return (fanout_vector(op, "nonzero") > 0).astype(np.float64)
     if op.type in ("Affine", "Linear"):
         W = np.asarray(op.node.weight) != 0  # [out, in]
-        pad = n_cores * per_core - W.shape[0]
-        if pad:
-            W = np.concatenate([W, np.zeros((pad, W.shape[1]), dtype=bool)])
-        return W.reshape(n_cores, per_core, -1).any(axis=1).sum(axis=0).astype(np.float64)
+        return sum(W[core_of == k].any(axis=0) for k in range(n_cores)).astype(np.float64)
     fn = _binary_fn(op)
     n_out = int(np.prod(op.out_shape))
     if n_in * n_out > EXACT_PAIR_LIMIT:  # estimate: a contiguous fan-out spans at most this many cores
@@ -56,17 +63,33 @@ def _target_cores(op, n_target: int, per_core: int) -> np.ndarray:
         return np.minimum(n_cores, np.ceil(f / per_core) + 1) * (f > 0)
     out = np.zeros(n_in)
     chunk = max(1, 2_000_000 // max(1, n_out))
+    groups = [torch.from_numpy(np.flatnonzero(core_of == k)) for k in range(n_cores)]
     with torch.no_grad():
         for i0 in range(0, n_in, chunk):
             i1 = min(n_in, i0 + chunk)
             eye = torch.zeros((i1 - i0, n_in), dtype=torch.float64)
             eye[torch.arange(i1 - i0), torch.arange(i0, i1)] = 1.0
             y = fn(eye.reshape((i1 - i0,) + tuple(op.in_shape))).reshape(i1 - i0, -1) > 0
-            pad = n_cores * per_core - y.shape[1]
-            if pad:
-                y = torch.cat([y, torch.zeros((y.shape[0], pad), dtype=torch.bool)], dim=1)
-            out[i0:i1] = y.reshape(i1 - i0, n_cores, per_core).any(dim=2).sum(dim=1).numpy()
+            out[i0:i1] = sum(y[:, g].any(dim=1).to(torch.float64) for g in groups).numpy()
     return out
+
+
+def x_slices(shape, limit: int):
+    """The compiler's split of a (C, H, W) neuron layer (fitted to Intel's PilotNet compile log, see
+    ``allocation = "x-slices"`` in loihi2_pilotnet.toml): slices of b columns (all channels and rows),
+    b the largest power of two with b x C x H <= limit (at most W). ``(cores, block, core_of)``, or
+    None when even one column exceeds the limit."""
+    C, H, W = (int(v) for v in shape)
+    col = C * H
+    if col > limit:
+        return None
+    b = 1
+    while 2 * b * col <= limit and b < W:
+        b *= 2
+    b = min(b, W)
+    cores = math.ceil(W / b)
+    core_of = np.broadcast_to(np.arange(W) // b, (C, H, W)).reshape(-1)
+    return cores, b * col, core_of
 
 
 def chip_resources(program: Program, chip: Optional[Dict[str, object]] = None) -> Dict[str, object]:
@@ -77,6 +100,9 @@ def chip_resources(program: Program, chip: Optional[Dict[str, object]] = None) -
     ax_in = int(chip.get("axons_in_per_core", 4096))
     ax_out = int(chip.get("axons_out_per_core", 4096))
     cpc = int(chip.get("cores_per_chip", 128))
+    allocation = str(chip.get("allocation", "blocks"))
+    slice_limit = int(chip.get("slice_neurons_per_core", npc))
+    dense_count = str(chip.get("dense_synapses_count", "nonzero"))
 
     ops = {k: program.ops[k] for k in synaptic_ops_of(program)}
     target = {k: downstream_neuron(program, k) for k in ops}
@@ -91,11 +117,12 @@ def chip_resources(program: Program, chip: Optional[Dict[str, object]] = None) -
     needs = bias_unit_needs(program)  # bias units: their weights are dense synapses of the layer they feed
     layers = []
     cores_of: Dict[str, int] = {}
+    core_map: Dict[str, Optional[np.ndarray]] = {}
     for op in program.neurons():
         name = op.name
         n = int(op.ssm.n)
         incoming = [k for k in ops if target[k] == name]
-        dense_syn = conv_syn = conv_w = 0.0
+        dense_syn = conv_syn = conv_w = dense_mem = 0.0
         fanin = np.zeros(n)
         n_src = 0
         for k in incoming:
@@ -105,20 +132,36 @@ def chip_resources(program: Program, chip: Optional[Dict[str, object]] = None) -
                 conv_w += float(np.sum(np.asarray(ops[k].node.weight) != 0))
             else:
                 dense_syn += float(fo.sum())
+                # the synapse memory the allocation charges: nonzero weights, or (dense_synapses_count
+                # = "all") the whole matrix, zeros included, as Lava's compiler stores a Dense
+                dense_mem += float(np.asarray(ops[k].node.weight).size) if dense_count == "all" else float(fo.sum())
             fi = fanin_vector(ops[k], "nonzero")
             if fi.size == n:
                 fanin += fi
             n_src += int(np.prod(ops[k].in_shape))
         bu = needs.get(name, {})
         dense_syn += float(bu.get("synapses", 0))
-        cores = max(math.ceil(n / npc), math.ceil(dense_syn / spc) if dense_syn else 0, 1)
-        per_core = math.ceil(n / cores)
+        dense_mem += float(bu.get("synapses", 0))
+        syn_cores = math.ceil(dense_mem / spc) if dense_mem else 0
+        sliced = x_slices(op.out_shape, slice_limit) if allocation == "x-slices" and len(op.out_shape) == 3 else None
+        if sliced is not None and sliced[0] >= syn_cores:
+            cores, per_core, core_of = sliced
+        else:
+            cores = max(math.ceil(n / npc), syn_cores, 1)
+            per_core = math.ceil(n / cores)
+            core_of = None
+        core_map[name] = core_of
         # distinct presynaptic neurons one core needs: all sources of a dense projection; for a
-        # convolution at most (max fan-in x neurons on the core)
+        # convolution at most (max fan-in x neurons on the core); with the x-slices allocation a
+        # convolution takes one axon per source core (Lava's conv axons: Intel's PilotNet table shows
+        # 1-2 input axons per conv core), at most the source layer's cores
         axons_in = 0
         for k in incoming:
             n_in = int(np.prod(ops[k].in_shape))
-            if ops[k].type in CONV_TYPES:
+            src_cores = [cores_of[s] for s in sources[k] if s in cores_of]
+            if ops[k].type in CONV_TYPES and allocation == "x-slices" and src_cores:
+                axons_in += int(sum(src_cores))
+            elif ops[k].type in CONV_TYPES:
                 axons_in += int(min(n_in, float(fanin_vector(ops[k], "nonzero").max()) * per_core))
             else:
                 axons_in += int(np.sum(np.any(np.asarray(ops[k].node.weight) != 0, axis=0)))
@@ -155,7 +198,7 @@ def chip_resources(program: Program, chip: Optional[Dict[str, object]] = None) -
         t = target[k]
         if t not in by_name:
             continue
-        tc = _target_cores(op, by_name[t]["neurons"], by_name[t]["neurons_per_core"])
+        tc = _target_cores(op, by_name[t]["neurons"], by_name[t]["neurons_per_core"], core_map.get(t))
         fo = fanout_vector(op, "nonzero")
         for s in sources[k]:
             if program.ops[s].kind != "neuron":
@@ -182,7 +225,7 @@ def chip_resources(program: Program, chip: Optional[Dict[str, object]] = None) -
             l["problems"].append(
                 f"a core needs {l['axons_in_per_core']} input axons > {ax_in} (limit unconfirmed for Loihi 2)"
             )
-        if l["axons_out_per_core"] > ax_out:
+        if ax_out and l["axons_out_per_core"] > ax_out:  # 0: not checked
             l["problems"].append(
                 f"a core sends to {l['axons_out_per_core']} destination axons > {ax_out} (limit unconfirmed for Loihi 2)"
             )
@@ -198,7 +241,10 @@ def chip_resources(program: Program, chip: Optional[Dict[str, object]] = None) -
             if not k.endswith("_source") and not k.endswith("_status") and k != "name"
         },
         "limit_sources": {k: v for k, v in chip.items() if k.endswith("_source") or k.endswith("_status")},
-        "mapping": "one layer per core group, contiguous neuron blocks; input layers off-core; bias units count as neurons and their weights as dense synapses of the layer they feed",
+        "mapping": ("one layer per core group; " + ("(C, H, W) layers in power-of-two column slices of at most "
+                    f"{slice_limit} neurons (fitted to Lava's compiler on PilotNet), other layers in " if allocation == "x-slices" else "")
+                    + "contiguous neuron blocks; input layers off-core; bias units count as neurons and their weights as dense synapses of the layer they feed"),
+        "allocation": allocation,
         "layers": layers,
         "totals": {
             "neurons": int(sum(l["neurons"] + l["bias_units"] for l in layers)),

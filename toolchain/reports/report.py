@@ -138,6 +138,7 @@ def run_tables(rec: dict) -> Dict[str, List[Tuple[str, List[str], List[List[str]
         ["spikes per inference", _f(rec.get("total_spikes_per_sample"))],
         ["synaptic ops per inference (Effective_ACs + Effective_MACs)", _f(_eff_total(tot))],
         ["energy per inference (" + (e["name"] if e else "n/a") + ")", _joules(e["total_j"]) if e else "n/a"],
+        *([["energy model calibrated on", e["calibrated_on"]]] if e and e.get("calibrated_on") else []),
         ["Loihi 2 cores / chips", f"{res.get('totals', {}).get('cores', 'n/a')} / {res.get('totals', {}).get('chips', 'n/a')}" if res else "n/a"],
     ]
     for a in rec.get("approximations") or []:
@@ -454,13 +455,15 @@ def _caveats(rec: Optional[dict]) -> List[str]:
         "Synaptic operations use NeuroBench 2.3.0's definitions (Dense, Effective_ACs, Effective_MACs; summed over time steps, bias excluded, non-binary inputs count as MACs).",
         "Energy figures are estimates: counted events times published per-event costs; they are not measurements.",
         "Loihi 1 per-event costs (Davies et al. 2018; SANA-FE's fit) are applied to Loihi 2 only as an estimate: Intel publishes no Loihi 2 per-operation table.",
-        "The Loihi 2 static power (0.25 W per chip) and the time per step (from per-core work) are assumptions written in loihi2_estimate.toml; a measured PilotNet step took 153 us, so the static energy is likely a lower bound.",
+        "loihi2-pilotnet (the default) is calibrated on one measurement, lava-dl's PilotNet LIF on Loihi 2: measured static power (0.232 W), a time scale and a dynamic-energy scale fitted to its 152.9 us per step and 1.09 mJ per inference (loihi2_pilotnet.toml); it is not validated on a second network. loihi2-estimate is the uncalibrated model (0.25 W, Loihi 1 latencies), kept for reference.",
         "The ANN convention (Horowitz 2014, 45 nm) counts arithmetic only: memory traffic and static power are left out.",
-        "Chip resources use the Loihi 2 limits in loihi2_estimate.toml [chip]; the axon limits are Loihi 1's (unconfirmed for Loihi 2).",
+        "Chip resources use the Loihi 2 limits and allocation rule in loihi2_pilotnet.toml [chip] (fitted to Lava's compiler on PilotNet: 74 cores, exact per layer); the axon limits are Loihi 1's (unconfirmed for Loihi 2).",
     ]
     if rec:
         e = rec.get("energy") or {}
         for m in e.get("models", []):
+            if m.get("calibrated_on"):
+                items.append(f"{m['name']}: calibrated on {m['calibrated_on']}.")
             if m.get("unconfirmed"):
                 items.append(f"{m['name']}: costs not confirmed against their source: {', '.join(m['unconfirmed'])}.")
         if not (rec.get("metrics") or {}).get("complete", True):

@@ -48,7 +48,7 @@ def register(sub) -> None:
         "--energy-model",
         action="append",
         metavar="NAME|FILE.toml",
-        help="energy model(s) to apply instead of the defaults: a shipped name (loihi2-estimate, loihi1-sanafe, "
+        help="energy model(s) to apply instead of the defaults: a shipped name (loihi2-pilotnet, loihi2-estimate, loihi1-sanafe, "
         "loihi1-davies2018) or your own TOML file; repeat for several",
     )
     p.add_argument("--no-markdown", action="store_true", help="write only the HTML")
