@@ -18,7 +18,7 @@ from toolchain.errors import NirDeployError
 from toolchain.signals import Terminated, exit_code_of, raise_on_termination
 from toolchain.dynamics.retiming import BASELINES, METHODS
 from toolchain.ir.atomic import check_output_dir, check_output_path
-from toolchain.ir.metadata import CONVENTIONS, READOUTS, RECURRENT_STEP0, RESETS, SCHEMES
+from toolchain.ir.metadata import CONVENTIONS, READOUTS, RECURRENT_STEP0, SCHEMES, USER_RESETS
 from toolchain.loihi.bits import PROFILES
 from toolchain.reports.console import console as new_console, table
 from simulators import backends as backend_registry
@@ -238,7 +238,7 @@ def cmd_demo(args) -> int:
 # --------------------------------------------------------------------------- parser
 def add_reset_args(p) -> None:
     """--reset and --reset-delay: the reset rule of a graph without metadata (overrides the metadata)."""
-    p.add_argument("--reset", choices=RESETS,
+    p.add_argument("--reset", choices=USER_RESETS,
                    help="reset rule for graphs without metadata: value (v <- v_reset, NIR's), subtract "
                         "(v <- v - v_threshold; snnTorch's and Sinabs' default) or none (spikes, v never reset)")  # fmt: skip
     p.add_argument("--reset-delay", action="store_true", default=None,
