@@ -352,11 +352,25 @@ def load_inputs(program, data: Optional[str] = None, input: Optional[str] = None
 
 # --------------------------------------------------------------------------- running
 def simulate(program, x, backend: str = "reference", profile: Optional[str] = None, record_v: bool = False,
-             progress: bool = False, **kw):  # fmt: skip
+             progress: bool = False, workers: Optional[int] = None, **kw):  # fmt: skip
     """Run ``x`` [samples, steps, *input_shape] on ``backend`` (reference, lava-float, lava-fixed,
-    emulator; ``profile`` netx/loihi for the fixed-point ones) -> ``SimResult``."""
-    from simulators.backends import run
+    emulator; ``profile`` netx/loihi for the fixed-point ones) -> ``SimResult``.
 
+    ``workers`` > 1 splits the samples of a Lava backend into that many shards run side by side
+    (simulators/shards.py; the merged result equals one run); the other backends ignore it."""
+    from simulators.backends import get, run
+
+    if workers is not None and int(workers) < 1:
+        raise NirDeployError(f"--workers must be at least 1, got {workers}")
+    if workers and int(workers) > 1 and get(backend).needs_lava and np.shape(x)[0] > 1:
+        import time
+
+        from simulators.shards import run_sharded
+
+        t0 = time.perf_counter()
+        res = run_sharded(backend, program, x, int(workers), record_v=record_v, progress=progress, profile=profile, **kw)
+        res.info["seconds"] = time.perf_counter() - t0
+        return res
     return run(backend, program, x, record_v=record_v, progress=progress, profile=profile, **kw)
 
 
@@ -375,14 +389,16 @@ def readout_of(program) -> str:
 
 def compare(program, x, labels=None, backends: Sequence[str] = ("reference", "lava-float"), readout: Optional[str] = None,
             progress: bool = False, model=None, data=None, targets=None, class_names=None,
-            profile: Optional[str] = None) -> Tuple[Dict[str, Any], Dict[str, Dict[str, Any]]]:  # fmt: skip
-    """Run two backends on the same inputs: ``(agreement, {backend: run record})``."""
+            profile: Optional[str] = None, workers: Optional[int] = None,
+            ) -> Tuple[Dict[str, Any], Dict[str, Dict[str, Any]]]:  # fmt: skip
+    """Run two backends on the same inputs: ``(agreement, {backend: run record})`` (``workers``: Lava
+    backends run in that many shards, see :func:`simulate`)."""
     from toolchain.analysis.records import compare_results
 
     if len(backends) != 2:
         raise NirDeployError(f"compare takes two backends, got {len(backends)}")
     readout = readout or readout_of(program)
-    results = [simulate(program, x, b, profile=profile, progress=progress) for b in backends]
+    results = [simulate(program, x, b, profile=profile, progress=progress, workers=workers) for b in backends]
     cmp = compare_results(results[0], results[1], readout)
     records = {
         r.backend: run_record(r, program, labels=labels, readout=readout, model=model, data=data, inputs=x,
