@@ -90,12 +90,20 @@ def refuse_subtraction(fx: FixedNetwork) -> None:
     """A layer that resets by subtraction has no netx form: refuse it in one line, naming the node."""
     for g in fx.groups.values():
         if g.role == "neuron" and g.v_sub is not None:
-            how = ("never resets (reset 'none': v keeps its value after a spike)" if not np.any(g.v_sub)
-                   else "resets by subtraction (v <- v - amount on a spike)")  # fmt: skip
+            partial = getattr(g, "v_keep", None) is not None
+            if partial:
+                how = (f"resets partially (keeps {float(np.max(g.v_keep)) / 4096:.3g} of its excess over the threshold "
+                       f"on a spike: the reset of a -carry retiming method)")  # fmt: skip
+            elif not np.any(g.v_sub):
+                how = "never resets (reset 'none': v keeps its value after a spike)"
+            else:
+                how = "resets by subtraction (v <- v - amount on a spike)"
+            fix = ("retime with exact or integral (without -carry) for a .net" if partial
+                   else "re-export the graph with reset 'value' if it was trained that way")
             raise UnsupportedNodeError(
                 f"{_what(fx.program, g.node)} {how}, but netx's CUBA neuron "
                 f"resets v to zero, so a .net cannot express it; run it on lava-float, lava-fixed or the emulator "
-                f"instead, or re-export the graph with reset 'value' if it was trained that way"
+                f"instead, or {fix}"
             )
 
 

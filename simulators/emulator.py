@@ -17,7 +17,8 @@ integer types Lava computes in:
   does (``> 2^23``: minus 2^24, ``<= -2^23``: plus 2^24); the voltage likewise, plus
   ``bias_mant << bias_exp``, clipped to +-(2^23 - 1); spike where ``v > vth << 6``; v <- 0, or
   for a group that resets by subtraction (``FixedGroup.v_sub``, Lava process
-  ``simulators/lava_subtract.py``) v <- v - v_sub (per neuron, int) where it spiked.
+  ``simulators/lava_subtract.py``) v <- v - v_sub (per neuron, int) where it spiked; a partial
+  reset (``FixedGroup.v_keep``) v <- ((v_keep v) >> 12) - v_sub.
 
 Time: the result lines up step for step with the reference (``simulators/reference.py``), like
 the Lava backends: every Dense/Conv hop's one-step latency is compensated by the layer depths of
@@ -183,16 +184,18 @@ def _params(g, perm=None) -> Tuple[int, int, int, np.ndarray]:
     return fu, fv, vth64, (bias if perm is None else bias[perm])
 
 
-def _sub(g, perm=None) -> Tuple[np.ndarray, bool]:
-    """(per-neuron subtraction amounts int64 [n], whether the group resets by subtraction); zeros
-    for reset to zero."""
+def _sub(g, perm=None) -> Tuple[np.ndarray, np.ndarray, bool]:
+    """(per-neuron subtraction amounts int64 [n], kept fractions int64 [n] in 1/4096ths, whether the
+    group resets by subtraction); zeros for reset to zero."""
     if g.v_sub is None:
-        return np.zeros(g.n, np.int64), False
+        return np.zeros(g.n, np.int64), np.zeros(g.n, np.int64), False
     sub = np.asarray(g.v_sub, dtype=np.int64)
-    return (sub if perm is None else sub[perm]), True
+    keep = getattr(g, "v_keep", None)
+    kp = np.full(g.n, 4096, np.int64) if keep is None else np.asarray(keep, dtype=np.int64)
+    return (sub if perm is None else sub[perm]), (kp if perm is None else kp[perm]), True
 
 
-def lif_step(u, v, a_in, fu, fv, vth64, bias, st=None, sub=None):
+def lif_step(u, v, a_in, fu, fv, vth64, bias, st=None, sub=None, kp=None):
     """One bit-accurate LIF update on int64 arrays holding Lava's int32 values; returns (u, v, s)."""
     act = wrap32(wrap32(a_in) << 6)
     p = u * fu
@@ -210,11 +213,14 @@ def lif_step(u, v, a_in, fu, fv, vth64, bias, st=None, sub=None):
         st[2] += int(np.count_nonzero(wrapped))
         st[3] += int(np.count_nonzero(vn != v))
     s = v > vth64
-    v = np.where(s, 0 if sub is None else v - sub, v)
+    if sub is None:
+        v = np.where(s, 0, v)
+    else:
+        v = np.where(s, (v if kp is None else (kp * v) >> 12) - sub, v)
     return u, v, s
 
 
-def _scan_numpy(a, fu, fv, vth64, bias, rec, z, vout, st, sub=None):
+def _scan_numpy(a, fu, fv, vth64, bias, rec, z, vout, st, sub=None, kp=None):
     """LIF over time on a [B, T, n] (sum of external port values); rec: [(W, e)] self connections."""
     B, T, n = a.shape
     u = np.zeros((B, n), np.int64)
@@ -225,7 +231,7 @@ def _scan_numpy(a, fu, fv, vth64, bias, rec, z, vout, st, sub=None):
         for W, e in rec:
             acc = s.astype(np.int64) @ W.T if k else np.zeros((B, n), np.int64)
             ain = ain + wrap32(shift(acc, e))
-        u, v, s = lif_step(u, v, ain, fu, fv, vth64, bias, st, sub)
+        u, v, s = lif_step(u, v, ain, fu, fv, vth64, bias, st, sub, kp)
         z[:, k] = s
         if vout is not None:
             vout[:, k] = v
@@ -242,7 +248,7 @@ if HAVE_NUMBA:
         return (p >> 12) if p >= 0 else -((-p) >> 12)
 
     @_numba.njit(parallel=True, cache=True)
-    def _scan_numba(a, fu, fv, vth64, bias, wrecT, e_rec, has_rec, z, vout, record_v, st, sub, has_sub):
+    def _scan_numba(a, fu, fv, vth64, bias, wrecT, e_rec, has_rec, z, vout, record_v, st, sub, kp, has_sub):
         B, T, n = a.shape
         M = 8388608
         for b in _numba.prange(B):
@@ -300,7 +306,7 @@ if HAVE_NUMBA:
                         n_s += 1
                     if vv > vth64:
                         s[i] = 1
-                        vv = vv - sub[i] if has_sub else 0
+                        vv = ((kp[i] * vv) >> 12) - sub[i] if has_sub else 0
                     else:
                         s[i] = 0
                     v[i] = vv
@@ -314,7 +320,7 @@ if HAVE_NUMBA:
 
     @_numba.njit(parallel=True, cache=True)
     def _fused_numba(src, src64, packed, wT, e, graded, j, fu, fv, vth64, bias, wrecT, e_rec, has_rec, z, vout, record_v, st,
-                     sub, has_sub):  # fmt: skip
+                     sub, kp, has_sub):  # fmt: skip
         """Like _scan_numba, with the input of one Dense connection computed event by event.
 
         src [B, T, n_src]: the source's values (spikes or graded input) in NIR order; wT [n_src, n]:
@@ -326,7 +332,6 @@ if HAVE_NUMBA:
         B, T, n_src = src.shape
         n = wT.shape[1]
         M = 8388608
-        keep = 0 if has_sub else 1
         for b in _numba.prange(B):
             sb = src[b]
             zb = z[b]
@@ -411,7 +416,8 @@ if HAVE_NUMBA:
                     n_s += vc != vn
                     spk = vc > vth64
                     s[i] = spk
-                    vv = vc - spk * (keep * vc + sub[i])  # v <- 0 (keep = 1, sub = 0) or v - sub (keep = 0)
+                    # v <- 0 (kp = sub = 0), v - sub (kp = 4096) or the partial reset ((kp v) >> 12) - sub
+                    vv = vc - spk * (vc - ((kp[i] * vc) >> 12) + sub[i])
                     v[i] = vv
                     zb[k, i] = spk
                 if record_v:
@@ -568,11 +574,11 @@ def emulate(
                 S = vals[c.src]
                 packed = (not c.graded) and S.dtype == np.uint8 and S.shape[-1] % 8 == 0 and S.flags.c_contiguous
                 S64 = S.view(np.uint64) if packed else np.zeros((1, 1, 1), np.uint64)
-                sub, has_sub = _sub(g, sched.order[k0])
+                sub, kp, has_sub = _sub(g, sched.order[k0])
                 _fused_numba(
                     S, S64, packed, c.wT.astype(wdt), c.e, c.graded, c.j, fu, fv, vth64, bias.astype(np.int64),
                     rec[0].wT.astype(wdt) if rec else np.zeros((1, 1), wdt), rec[0].e if rec else 0, bool(rec),
-                    z, vout if vout is not None else np.zeros((1, 1, 1), np.int64), vout is not None, st, sub, has_sub,
+                    z, vout if vout is not None else np.zeros((1, 1, 1), np.int64), vout is not None, st, sub, kp, has_sub,
                 )  # fmt: skip
                 _merge(st_all[k0], np.array([st[:, 0].max(initial=0), st[:, 1].max(initial=0), st[:, 2].sum(), st[:, 3].sum()]))
                 vals[k0] = z.view(np.uint8)
@@ -629,9 +635,9 @@ def emulate(
                     stb = np.array([st[:, 0].max(initial=0), st[:, 1].max(initial=0), st[:, 2].sum(), st[:, 3].sum()])
                 else:
                     stb = np.zeros(4, dtype=np.int64)
-                    sub, has_sub = _sub(g, sched.order[k0])
+                    sub, kp, has_sub = _sub(g, sched.order[k0])
                     _scan_numpy(ext[k0], fu, fv, vth64, bias, [(c.W, c.e) for c in rec], z, vout, stb,
-                                sub if has_sub else None)  # fmt: skip
+                                sub if has_sub else None, kp)  # fmt: skip
                 _merge(st_all[k0], stb)
                 vals[k0] = z.view(np.uint8)
                 vmax[k0] = 1.0
@@ -673,8 +679,8 @@ def _scan_component(fx, sched, comp, ext, internal, T, want_v, spikes, vs, vals,
                 if t - c.j < 0:
                     continue
                 ain += c.value(vals[c.src][:, t - c.j], 1.0)
-            sub, has_sub = _sub(g, sched.order[k])
-            u, v, s = lif_step(state[k][0], state[k][1], ain, fu, fv, vth64, bias, stb[k], sub if has_sub else None)
+            sub, kp, has_sub = _sub(g, sched.order[k])
+            u, v, s = lif_step(state[k][0], state[k][1], ain, fu, fv, vth64, bias, stb[k], sub if has_sub else None, kp)
             state[k] = [u, v]
             vals[k][:, t] = s
             spikes[k][s0 : s0 + B, t] = s

@@ -93,8 +93,9 @@ def build_fixed(fx, plan, x: np.ndarray, workdir: str, record_v: bool = False, c
         elif g.v_sub is not None:  # reset by subtraction: nirdeploy's own process
             from simulators.lava_subtract import LIFSubtractReset, PyLifSubtractResetModelBitAcc
 
-            procs[key] = LIFSubtractReset(**common, v_sub=g.v_sub.astype(np.int32), reset_interval=W,
-                                          reset_offset=(1 + g.depth) % W)  # fmt: skip
+            keep = None if getattr(g, "v_keep", None) is None else g.v_keep.astype(np.int32)
+            procs[key] = LIFSubtractReset(**common, v_sub=g.v_sub.astype(np.int32), v_keep=keep, fixed_keep=True,
+                                          reset_interval=W, reset_offset=(1 + g.depth) % W)  # fmt: skip
             sub_models[procs[key]] = PyLifSubtractResetModelBitAcc  # exception_proc_model_map is keyed by instance
         else:
             procs[key] = LIFReset(**common, reset_interval=W, reset_offset=(1 + g.depth) % W)

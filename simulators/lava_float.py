@@ -43,7 +43,9 @@ def build_float(
         elif g.v_sub is not None:  # reset by subtraction: nirdeploy's own process
             from simulators.lava_subtract import LIFSubtractReset, PyLifSubtractResetModelFloat
 
-            procs[key] = LIFSubtractReset(**common, v_sub=g.v_sub.copy(), reset_interval=W, reset_offset=(1 + g.depth) % W)
+            keep = None if getattr(g, "v_keep", None) is None else g.v_keep.copy()
+            procs[key] = LIFSubtractReset(**common, v_sub=g.v_sub.copy(), v_keep=keep, reset_interval=W,
+                                          reset_offset=(1 + g.depth) % W)  # fmt: skip
             sub_models[procs[key]] = PyLifSubtractResetModelFloat  # exception_proc_model_map is keyed by instance
         else:
             procs[key] = LIFReset(**common, reset_interval=W, reset_offset=(1 + g.depth) % W)

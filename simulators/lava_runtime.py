@@ -38,7 +38,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from toolchain.signals import TERMINATING, die_with_parent, raise_on_termination
+from toolchain.signals import TERMINATING, die_with_parent, load_libc, raise_on_termination
 
 #: one Lava run is cut into at most this many RunSteps calls (for the progress bar)
 MAX_CHUNKS = 20
@@ -235,7 +235,7 @@ def _after_fork_in_child() -> None:
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(before=_before_fork, after_in_child=_after_fork_in_child)
-    die_with_parent(None, 0)  # loads libc now, in the parent (0: no signal, i.e. unchanged)
+    load_libc()  # now, in the parent (a prctl with signal 0 here would clear a death signal set before)
 
 _WATCHDOG = r"""
 import os, select, shutil, signal, sys, time

@@ -13,6 +13,11 @@ follow ``PyLifResetModelFloat`` / ``PyLifResetModelBitAcc`` line for line except
   neuron) where it spiked. Since ``v > vth << 6 >= 0`` and ``0 <= v_sub < 2^23`` (the quantizer's
   bound) the result stays inside the 24-bit range without a clip.
 
+A partial reset (``reset = "partial"``, toolchain/dynamics/discretize.py) is the same process with
+a per-neuron Var ``v_keep``: ``v <- v_keep v - v_sub`` in floating point, ``v <- ((v_keep v) >> 12)
+- v_sub`` in fixed point (``v_keep`` in 1/4096ths, 4096 = keep all: the pure subtraction; the
+product is formed in int64, v > 0 there so the shift floors). ``v_keep`` defaults to keep-all.
+
 The backends select the models through ``exception_proc_model_map``, keyed by process instance
 (Lava 0.10's compiler looks a process up there before it searches the process's folder for
 models); simulators/emulator.py computes the same integers.
@@ -42,10 +47,15 @@ class LIFSubtractReset(LIFReset):
         *,
         shape: ty.Tuple[int, ...],
         v_sub: ty.Union[float, list, np.ndarray] = 0,
+        v_keep: ty.Union[float, list, np.ndarray, None] = None,
+        fixed_keep: bool = False,
         **kwargs,
     ) -> None:
         super().__init__(shape=shape, **kwargs)
         self.v_sub = Var(shape=shape, init=v_sub)
+        if v_keep is None:  # keep everything: 1.0 (float) or 4096 / 4096 (fixed point)
+            v_keep = 4096 if fixed_keep else 1.0
+        self.v_keep = Var(shape=shape, init=v_keep)
 
 
 class _PeriodicReset:
@@ -70,6 +80,7 @@ class PyLifSubtractResetModelFloat(_PeriodicReset, AbstractPyLifModelFloat):
     s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)
     vth: float = LavaPyType(float, float)
     v_sub: np.ndarray = LavaPyType(np.ndarray, float)
+    v_keep: np.ndarray = LavaPyType(np.ndarray, float)
 
     def __init__(self, proc_params):
         super().__init__(proc_params)
@@ -79,7 +90,7 @@ class PyLifSubtractResetModelFloat(_PeriodicReset, AbstractPyLifModelFloat):
         return self.v > self.vth
 
     def reset_voltage(self, spike_vector: np.ndarray):
-        self.v[spike_vector] -= self.v_sub[spike_vector]
+        self.v[spike_vector] = self.v_keep[spike_vector] * self.v[spike_vector] - self.v_sub[spike_vector]
 
     def run_spk(self):
         a_in_data = self.a_in.recv()
@@ -99,6 +110,7 @@ class PyLifSubtractResetModelBitAcc(_PeriodicReset, AbstractPyLifModelFixed):
     s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int32, precision=24)
     vth: int = LavaPyType(int, np.int32, precision=17)
     v_sub: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=24)
+    v_keep: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=13)
 
     def __init__(self, proc_params):
         super().__init__(proc_params)
@@ -114,7 +126,8 @@ class PyLifSubtractResetModelBitAcc(_PeriodicReset, AbstractPyLifModelFixed):
 
     def reset_voltage(self, spike_vector: np.ndarray):
         spiked = spike_vector != 0
-        self.v[spiked] = self.v[spiked] - self.v_sub[spiked]
+        kept = np.right_shift(self.v_keep[spiked].astype(np.int64) * self.v[spiked].astype(np.int64), 12)
+        self.v[spiked] = kept - self.v_sub[spiked]
 
     def run_spk(self):
         a_in_data = self.a_in.recv()

@@ -29,6 +29,7 @@ class _NeuronState:
         self.th = None if ssm.v_threshold is None else t(ssm.v_threshold)
         self.v_reset = t(ssm.v_reset)
         self.v_sub = None if ssm.v_subtract is None else t(ssm.v_subtract)
+        self.v_keep = None if getattr(ssm, "v_keep", None) is None else t(ssm.v_keep)
         if self.s == 2 and bool(torch.any(self.A[:, 0, 1] != 0)):
             raise ValueError("two-state neuron with a non lower-triangular A")
         self.x = t(ssm.x0).unsqueeze(0).repeat(batch, 1, 1)  # [B, N, s]
@@ -48,7 +49,8 @@ class _NeuronState:
         if self.th is not None:
             z = v > self.th
             if self.v_sub is not None:
-                v = torch.where(z, v - self.v_sub, v)
+                kept = v if self.v_keep is None else self.v_keep * v
+                v = torch.where(z, kept - self.v_sub, v)
             else:
                 v = torch.where(z, self.v_reset.expand_as(v), v)
             new[-1] = v

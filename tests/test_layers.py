@@ -27,7 +27,7 @@ LAYERS = [
     ("loihi", ["toolchain.loihi", "exporters.nir_to_netx"]),
     ("backends", ["simulators.result", "simulators.reference", "simulators.emulator", "simulators.lava_runtime",
                   "simulators.lava_float", "simulators.lava_fixed", "simulators.lava_netx", "simulators.lava_subtract",
-                  "simulators.backends", "simulators.host_readout"]),
+                  "simulators.backends", "simulators.host_readout", "simulators.shards"]),
     ("analysis", ["toolchain.analysis"]),
     ("reports", ["toolchain.reports"]),
     ("api", ["toolchain.api", "toolchain.demo", "toolchain.demo_model"]),

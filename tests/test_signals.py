@@ -87,12 +87,15 @@ def _kill_session(sid):
             pass
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP, signal.SIGKILL], ids=["TERM", "HUP", "KILL"])
-def test_a_signalled_lava_run_leaves_nothing_behind(model, tmp_path, sig):
+@pytest.mark.parametrize("sig,workers", [(signal.SIGTERM, 1), (signal.SIGHUP, 1), (signal.SIGKILL, 1),
+                                         (signal.SIGTERM, 2), (signal.SIGKILL, 2)],
+                         ids=["TERM", "HUP", "KILL", "TERM-2-workers", "KILL-2-workers"])  # fmt: skip
+def test_a_signalled_lava_run_leaves_nothing_behind(model, tmp_path, sig, workers):
+    """Also a sharded run (simulators/shards.py): the workers and their Lava processes go too."""
     err = tmp_path / "stderr.txt"
     with open(err, "w") as ef:
         p = _cli("simulate", str(model), "--data", "default", "--samples", "64", "--backend", "lava-float", "-q",
-                 stdout=subprocess.DEVNULL, stderr=ef)
+                 "--workers", str(workers), stdout=subprocess.DEVNULL, stderr=ef)
     try:
         # under way: Lava's processes are up and have mapped their segments and recordings
         seen = {"shm": set(), "dirs": set()}

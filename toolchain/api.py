@@ -352,12 +352,15 @@ def load_inputs(program, data: Optional[str] = None, input: Optional[str] = None
 
 # --------------------------------------------------------------------------- running
 def simulate(program, x, backend: str = "reference", profile: Optional[str] = None, record_v: bool = False,
-             progress: bool = False, **kw):  # fmt: skip
+             progress: bool = False, workers: Optional[int] = None, **kw):  # fmt: skip
     """Run ``x`` [samples, steps, *input_shape] on ``backend`` (reference, lava-float, lava-fixed,
-    emulator; ``profile`` netx/loihi for the fixed-point ones) -> ``SimResult``."""
-    from simulators.backends import run
+    emulator; ``profile`` netx/loihi for the fixed-point ones) -> ``SimResult``.
 
-    return run(backend, program, x, record_v=record_v, progress=progress, profile=profile, **kw)
+    ``workers`` > 1 splits the samples of a Lava backend into that many shards run side by side
+    (simulators/shards.py; the merged result equals one run); the other backends ignore it."""
+    from simulators.shards import run_with_workers
+
+    return run_with_workers(backend, program, x, workers, record_v=record_v, progress=progress, profile=profile, **kw)
 
 
 def run_record(result, program, labels=None, readout: Optional[str] = None, **kw) -> Dict[str, Any]:
@@ -375,12 +378,14 @@ def readout_of(program) -> str:
 
 def compare(program, x, labels=None, backends: Sequence[str] = ("reference", "lava-float"), readout: Optional[str] = None,
             progress: bool = False, model=None, data=None, targets=None, class_names=None,
-            profile: Optional[str] = None) -> Tuple[Dict[str, Any], Dict[str, Dict[str, Any]]]:  # fmt: skip
-    """Run two backends on the same inputs: ``(agreement, {backend: run record})``."""
+            profile: Optional[str] = None, workers: Optional[int] = None,
+            ) -> Tuple[Dict[str, Any], Dict[str, Dict[str, Any]]]:  # fmt: skip
+    """Run two backends on the same inputs: ``(agreement, {backend: run record})`` (``workers``: Lava
+    backends run in that many shards, see :func:`simulate`)."""
     from toolchain.analysis.records import compare_backends
 
     return compare_backends(program, x, labels, backends, readout or readout_of(program), progress, model, data,
-                            targets=targets, class_names=class_names, profile=profile)  # fmt: skip
+                            targets=targets, class_names=class_names, profile=profile, workers=workers)  # fmt: skip
 
 
 def sweep(model: str, data: str, dts: Sequence[float], methods: Sequence[str], backend: str = "reference",

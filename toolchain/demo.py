@@ -15,7 +15,7 @@ from toolchain.demo_model import CHECKPOINT as DEMO_CHECKPOINT, MODEL as DEMO_MO
 from toolchain.errors import NirDeployError
 
 
-def run_demo(out: str, lava_samples: int = 32, quiet: bool = False, verbose: bool = False) -> dict:
+def run_demo(out: str, lava_samples: int = 32, quiet: bool = False, verbose: bool = False, workers: int = 1) -> dict:
     if isinstance(lava_samples, bool) or not isinstance(lava_samples, int) or lava_samples < 1:
         raise NirDeployError(f"--lava-samples must be at least 1, got {lava_samples!r}")
     from exporters.checkpoint import build_model
@@ -77,7 +77,12 @@ def run_demo(out: str, lava_samples: int = 32, quiet: bool = False, verbose: boo
 
     n_lava = min(lava_samples, len(labels))
     sub = np.arange(n_lava)
-    lava = run("lava-float", program, x[sub], progress=not quiet)
+    if workers and workers > 1 and n_lava > 1:  # Lava's samples in shards side by side (simulators/shards.py)
+        from simulators.shards import run_sharded
+
+        lava = run_sharded("lava-float", program, x[sub], workers, progress=not quiet)
+    else:
+        lava = run("lava-float", program, x[sub], progress=not quiet)
     rec_lava = run_record(lava, program, labels=labels[sub], readout=readout, model=nir_path, data=data, inputs=x[sub])
     write_json(rec_lava, os.path.join(out, "run_lava-float.json"))
     ref_sub = _subset(ref, sub)

@@ -108,6 +108,20 @@ _PR_SET_PDEATHSIG = 1
 _libc = None
 
 
+def load_libc() -> None:
+    """Load libc for :func:`die_with_parent` now (in a parent, before it forks), without calling
+    prctl: ``PR_SET_PDEATHSIG`` with 0 would clear a death signal set earlier (a sharded run's
+    worker imports the Lava runtime after it asked to die with its parent)."""
+    global _libc
+    if _libc is None and sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            _libc = ctypes.CDLL(None, use_errno=True)
+        except Exception:  # pragma: no cover - best effort
+            pass
+
+
 def die_with_parent(parent_pid: Optional[int] = None, sig: int = signal.SIGKILL) -> bool:
     """Ask Linux to send ``sig`` to this process when its parent (the *thread* that forked it)
     exits; if the parent ``parent_pid`` is already gone (it died before this ran), exit now.

@@ -31,7 +31,8 @@ from __future__ import annotations
 from typing import Any, Dict, List, Optional, Sequence
 
 #: tie-break order after energy and spikes: the dynamics-preserving mappings first
-PREFERENCE = ("exact", "integral", "euler", "tau", "none")
+#: (a -carry method after its base: where they tie, e.g. at rho <= 1, the reset a .net can express wins)
+PREFERENCE = ("exact", "integral", "exact-carry", "integral-carry", "euler", "tau", "none")
 
 
 def _energy(row: Dict[str, Any]) -> Dict[str, Optional[float]]:
@@ -156,8 +157,10 @@ def summary_lines(rec: Dict[str, Any], unit_ms: bool = True) -> List[str]:
             cost.append(f"{t * 1e3:.3g} ms")
         if c.get("spikes_per_inference") is not None:
             cost.append(f"{c['spikes_per_inference']:.0f} spikes")
+        partial = " (its partial reset runs on Lava and the emulator; a .net cannot express it)" \
+            if c["method"].endswith("-carry") and c["rho"] > 1 else ""  # fmt: skip
         out.append(f"dt {c['dt'] * 1e3:g} ms (rho {c['rho']:g}): {c['method']}, {metric} {c['metric']:.3f}{loss}; "
-                   + ", ".join(cost) + " per inference")  # fmt: skip
+                   + ", ".join(cost) + " per inference" + partial)  # fmt: skip
         if c.get("lava"):  # --lava-check: its own indented line under the dt
             out.append("  " + lava_text(c["lava"]))
     return out

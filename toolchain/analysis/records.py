@@ -165,6 +165,12 @@ def approximations(rec: Dict[str, Any]) -> List[Dict[str, Any]]:
             out.append({"kind": "bias_unit", "node": node, "value": int(u["units"]),
                         "message": f"{node}: its constant input enters the synaptic current through {u['units']} "
                                    f"bias unit(s) with {u['synapses']} synapses (exact; counted in resources and energy)"})  # fmt: skip
+        if rec.get("backend") in ("lava-fixed", "emulator"):
+            for node, k in sorted(((rec.get("loihi_mapping") or {}).get("reset_partial") or {}).items()):
+                q = round(float(k) * 4096) / 4096
+                out.append({"kind": "partial_reset", "node": node, "value": abs(q - float(k)),
+                            "message": f"{node}: the partial reset keeps {float(k):.6g} of the excess; in fixed point "
+                                       f"{round(float(k) * 4096)}/4096 = {q:.6g}, rounded down to the state's integer"})  # fmt: skip
     for node in (rec.get("loihi_mapping") or {}).get("host_readout") or []:
         out.append({"kind": "host_readout", "node": node, "value": None,
                     "message": f"{node}: non-spiking, so a .net runs it on the host from the chip's output spikes "
@@ -247,14 +253,15 @@ def compare_results(a: SimResult, b: SimResult, readout: str = "sum") -> Dict[st
 
 def compare_backends(program, x, labels=None, backends: Sequence[str] = ("reference", "lava-float"),
                      readout: str = "sum", progress: bool = False, model=None, data=None, targets=None,
-                     class_names=None, profile: Optional[str] = None):  # fmt: skip
+                     class_names=None, profile: Optional[str] = None, workers: Optional[int] = None):  # fmt: skip
     """Run two backends on the same inputs: ``(compare record, {backend: run record})``; the
-    machinery of ``toolchain.api.compare`` (and of ``sweep --lava-check``)."""
-    from simulators.backends import run
+    machinery of ``toolchain.api.compare`` (and of ``sweep --lava-check``). ``workers`` > 1: Lava
+    backends run their samples in that many shards (simulators/shards.py)."""
+    from simulators.shards import run_with_workers
 
     if len(backends) != 2:
         raise NirDeployError(f"compare takes two backends, got {len(backends)}")
-    results = [run(b, program, x, progress=progress, profile=profile) for b in backends]
+    results = [run_with_workers(b, program, x, workers, progress=progress, profile=profile) for b in backends]
     cmp = compare_results(results[0], results[1], readout)
     records = {
         r.backend: run_record(r, program, labels=labels, readout=readout, model=model, data=data, inputs=x,

@@ -17,7 +17,7 @@ from toolchain.errors import NirDeployError
 from toolchain.signals import Terminated, exit_code_of, raise_on_termination
 from toolchain.dynamics.retiming import BASELINES, METHODS
 from toolchain.ir.atomic import check_output_dir, check_output_path
-from toolchain.ir.metadata import CONVENTIONS, READOUTS, RECURRENT_STEP0, RESETS, SCHEMES
+from toolchain.ir.metadata import CONVENTIONS, READOUTS, RECURRENT_STEP0, SCHEMES, USER_RESETS
 from toolchain.loihi.bits import PROFILES
 from toolchain.reports.console import console as new_console, table
 from toolchain.cli.output import add_json_option, emit, json_mode, parse_args
@@ -170,7 +170,7 @@ def cmd_simulate(args) -> int:
     graph, program = load_program(args)
     inputs = load_inputs(args, program)
     res = api.simulate(program, inputs["x"], args.backend, profile=args.profile, record_v=bool(args.trace),
-                       progress=not args.quiet)  # fmt: skip
+                       progress=not args.quiet, workers=args.workers)  # fmt: skip
     readout = _readout(program, args)
     rec = api.run_record(
         res, program, labels=inputs["labels"], readout=readout, model=args.model, data=inputs["data"], inputs=inputs["x"],
@@ -226,7 +226,7 @@ def cmd_compare(args) -> int:
     inputs = load_inputs(args, program)
     cmp, records = api.compare(
         program, inputs["x"], inputs["labels"], backends, _readout(program, args), not args.quiet, args.model, inputs["data"],
-        targets=inputs.get("targets"), class_names=inputs.get("class_names"), profile=args.profile,
+        targets=inputs.get("targets"), class_names=inputs.get("class_names"), profile=args.profile, workers=args.workers,
     )
     cmp["model"] = args.model
     cmp["dt"] = program.disc.dt
@@ -251,15 +251,25 @@ def cmd_demo(args) -> int:
     from toolchain.demo import run_demo
 
     check_output_dir(args.output, "-o")
-    summary = run_demo(args.output, lava_samples=args.lava_samples, quiet=args.quiet, verbose=args.verbose)
+    summary = run_demo(args.output, lava_samples=args.lava_samples, quiet=args.quiet, verbose=args.verbose,
+                       workers=args.workers)  # fmt: skip
     emit(args, {"output": args.output, **summary})
     return 0
 
 
 # --------------------------------------------------------------------------- parser
+def add_workers_arg(p) -> None:
+    """--workers: Lava runs split their samples over that many processes (simulators/shards.py)."""
+    from simulators.shards import default_workers
+
+    p.add_argument("--workers", type=int, default=default_workers(),
+                   help="Lava backends: split the samples into this many shards run side by side, merged into one "
+                        "result equal to a single run (default: the cores available, %(default)s here)")  # fmt: skip
+
+
 def add_reset_args(p) -> None:
     """--reset and --reset-delay: the reset rule of a graph without metadata (overrides the metadata)."""
-    p.add_argument("--reset", choices=RESETS,
+    p.add_argument("--reset", choices=USER_RESETS,
                    help="reset rule for graphs without metadata: value (v <- v_reset, NIR's), subtract "
                         "(v <- v - v_threshold; snnTorch's and Sinabs' default) or none (spikes, v never reset)")  # fmt: skip
     p.add_argument("--reset-delay", action="store_true", default=None,
@@ -317,6 +327,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_profile_arg(p)
     p.add_argument("--samples", type=int, help="use the first N samples")
     p.add_argument("--trace", help="write spikes and v of every neuron layer for the first sample (.npz)")
+    add_workers_arg(p)
     p.add_argument("--readout", choices=READOUTS)
     p.add_argument("-o", "--output", help="run record (.json)")
     p.add_argument("-q", "--quiet", action="store_true")
@@ -326,6 +337,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model")
     p.add_argument("--data", required=True, help=DATA_HELP)
     p.add_argument("--backends", default="reference,lava-float", help="two backends, e.g. reference,lava-float")
+    add_workers_arg(p)
     add_disc_args(p)
     add_profile_arg(p)
     p.add_argument("--samples", type=int)
@@ -338,6 +350,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", default="demo_out", help="output directory (default: demo_out)")
     p.add_argument("--out", dest="output", help=argparse.SUPPRESS)  # the old spelling
     p.add_argument("--lava-samples", type=int, default=32, help="test samples to run on Lava")
+    add_workers_arg(p)
     p.add_argument("-q", "--quiet", action="store_true")
     p.add_argument("-v", "--verbose", action="store_true", help="also print the report's tables (metrics, energy, resources)")
     p.set_defaults(func=cmd_demo)

@@ -92,6 +92,8 @@ class CubaForm:
     #: [N] reset by subtraction: v_lava -= v_sub on a spike (Lava units, unaffected by the v_offset
     #: shift); None: Lava's reset to 0 (v_reset)
     v_sub: Optional[np.ndarray] = None
+    #: [N] partial reset: v_lava <- v_keep v_lava - v_sub on a spike; None: 1 (pure subtraction)
+    v_keep: Optional[np.ndarray] = None
 
     @property
     def n(self) -> int:
@@ -116,6 +118,7 @@ class CubaGroup:
     v_offset: np.ndarray  # [n]
     u_bias: Optional[np.ndarray] = None  # [n] constant into u every step (a bias unit), scale folded in
     v_sub: Optional[np.ndarray] = None  # [n] reset by subtraction (Lava units, normalization folded in)
+    v_keep: Optional[np.ndarray] = None  # [n] partial reset: v <- v_keep v - v_sub; None: 1
 
     @property
     def n(self) -> int:
@@ -302,9 +305,14 @@ def cuba_form(
 
     v0 = x0[:, -1]
     v_sub = None
+    v_keep = None
     if subtract:  # no reset value: shift v so that it starts at 0 (where the window reset puts it)
         v_sub = np.broadcast_to(np.asarray(ssm.v_subtract, dtype=np.float64), (n,)).copy()
         v_off = v0.copy()
+        if getattr(ssm, "v_keep", None) is not None:
+            # v <- k v - s in NIR units is v' <- k v' - (s + (1 - k) v_off) for v' = v - v_off
+            v_keep = np.broadcast_to(np.asarray(ssm.v_keep, dtype=np.float64), (n,)).copy()
+            v_sub = v_sub + (1.0 - v_keep) * v_off
         vth = np.asarray(ssm.v_threshold, dtype=np.float64).reshape(n) - v_off
     elif spiking:
         v_reset = np.broadcast_to(np.asarray(ssm.v_reset, dtype=np.float64), (n,))
@@ -332,6 +340,7 @@ def cuba_form(
         v_offset=v_off,
         v_scale=np.ones(n),
         v_sub=v_sub,
+        v_keep=v_keep,
         u_scale=np.asarray(u_scale, dtype=np.float64),
         u_bias=None if u_bias is None else np.asarray(u_bias, dtype=np.float64),
         exact=proj_error == 0.0,
@@ -388,6 +397,7 @@ def _group(form: CubaForm, idx, du, dv, vth, lam) -> CubaGroup:
         v_offset=form.v_offset[idx].copy(),
         u_bias=None if form.u_bias is None else form.u_bias[idx] * lam,
         v_sub=None if form.v_sub is None else form.v_sub[idx] * lam,
+        v_keep=None if form.v_keep is None else form.v_keep[idx].copy(),
     )
 
 
@@ -410,7 +420,8 @@ def simulate_cuba(groups: List[CubaGroup], n: int, u: np.ndarray) -> Tuple[np.nd
             U = U * (1 - g.du) + g.scale * u[k, g.idx] + ub
             V = V * (1 - g.dv) + U + g.bias
             z = V > g.vth
-            V = np.where(z, 0.0 if g.v_sub is None else V - g.v_sub, V)
+            kept = V if g.v_keep is None else g.v_keep * V
+            V = np.where(z, 0.0 if g.v_sub is None else kept - g.v_sub, V)
             v_out[k, g.idx] = V / g.v_scale + g.v_offset
             z_out[k, g.idx] = z
     return v_out, (z_out if spiking else None)
@@ -429,7 +440,8 @@ def simulate_ssm(ssm: NeuronSSM, u: np.ndarray) -> Tuple[np.ndarray, Optional[np
         if ssm.v_threshold is not None:
             z = x[:, -1] > ssm.v_threshold
             if ssm.v_subtract is not None:
-                x[:, -1] = np.where(z, x[:, -1] - ssm.v_subtract, x[:, -1])
+                kept = x[:, -1] if getattr(ssm, "v_keep", None) is None else ssm.v_keep * x[:, -1]
+                x[:, -1] = np.where(z, kept - ssm.v_subtract, x[:, -1])
             else:
                 x[:, -1] = np.where(z, ssm.v_reset, x[:, -1])
             z_out[k] = z

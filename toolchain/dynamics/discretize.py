@@ -25,6 +25,12 @@ spiking step's own recorded v (snnTorch's still holds the unsubtracted value; he
 reduced), so the spikes are identical. Hence ``v_subtract = v_threshold / a22``; a22 = 0 (no
 voltage memory) cannot carry a late subtraction and is refused.
 
+Partial reset (``reset = "partial"``, written by the reset-aware retiming methods): a spike keeps
+the fraction ``reset_keep`` = k of the excess over the threshold, ``v <- v_reset + k (v - v_th)``;
+k = 0 is the reset to v_reset, k = 1 with v_reset = 0 the reset by subtraction. Expressed as
+``v <- v_keep v - v_subtract`` with ``v_keep = k`` and ``v_subtract = k v_th - v_reset``, the
+form every backend that resets by subtraction runs (``v_keep`` None means 1).
+
 No reset (``reset = "none"``, snnTorch's ``reset_mechanism="none"``): spikes are emitted where
 v > v_threshold and v is left as it is; expressed as a subtraction of nothing (``v_subtract = 0``),
 so every backend that resets by subtraction runs it unchanged.
@@ -79,6 +85,8 @@ class NeuronSSM:
     extra: Dict[str, object] = field(default_factory=dict)
     #: [N] the amount v loses on a spike ("subtract" reset); None for reset to v_reset
     v_subtract: Optional[np.ndarray] = None
+    #: [N] the factor v is multiplied by on a spike before the subtraction (partial reset); None: 1
+    v_keep: Optional[np.ndarray] = None
 
     @property
     def spiking(self) -> bool:
@@ -243,6 +251,11 @@ def neuron_ssm(node, shape, node_name: str, disc: Discretization, override=None)
     v_sub = _subtract_amount(A, v_th, disc, node_name, kind) if v_th is not None and disc.reset == "subtract" else None
     if v_th is not None and disc.reset == "none":  # no reset: every backend's subtraction of nothing
         v_sub = np.zeros(n)
+    v_keep = None
+    if v_th is not None and disc.reset == "partial":  # v <- v_reset + k (v - v_th) = k v - v_sub
+        k = float(disc.reset_keep)
+        v_keep = np.full(n, k)
+        v_sub = k * np.asarray(v_th, dtype=np.float64) - np.asarray(v_reset, dtype=np.float64)
     init = disc.initial_v(node_name)
     x0 = np.zeros((n, s))
     if init == "v_leak" and hasattr(node, "v_leak"):
@@ -261,6 +274,7 @@ def neuron_ssm(node, shape, node_name: str, disc: Discretization, override=None)
         reset=disc.reset,
         dt=disc.dt,
         v_subtract=v_sub,
+        v_keep=v_keep,
     )
 
 

@@ -9,17 +9,48 @@ under a scheme and input convention (where they exist). The graph pass that appl
 
 from __future__ import annotations
 
-from typing import Dict, Tuple
+from typing import Dict, Optional, Tuple
 
 import numpy as np
 
 from toolchain.dynamics.discretize import N_STATES
 from toolchain.errors import NirDeployError
 
-METHODS = ("tau", "integral", "euler", "exact")
+#: the reset-aware methods: integral / exact plus a reset adapted to rho (``carry_reset``)
+CARRY = "-carry"
+RESET_AWARE = ("integral" + CARRY, "exact" + CARRY)
+METHODS = ("tau", "integral", "euler", "exact") + RESET_AWARE
 #: "none" is the no-adaptation baseline: the trained per-step update is kept as it is while
 #: the data arrive in bins of dt_T (what happens when nobody adapts the model).
 BASELINES = ("none",)
+
+
+def base_method(method: str) -> str:
+    """The matrix method of ``method``: ``exact-carry`` -> ``exact``."""
+    return method[: -len(CARRY)] if method.endswith(CARRY) else method
+
+
+def carry_reset(reset: str, keep: float, rho: float, trained_rho: Optional[float] = None) -> Tuple[str, float]:
+    """The (reset, reset_keep) a reset-aware method gives a layer that resets with ``reset`` /
+    ``keep`` at the source when the target bin is rho source steps (docs/retiming.md).
+
+    A reset to a value at the training dt is a partial reset at a target rho_T times coarser
+    that keeps the fraction ``k = 1 - 1/rho_T`` of the excess over the threshold (rho_T > 1; a finer
+    target keeps the reset to the value). ``trained_rho`` is dt_T over the training dt (a graph
+    retimed before records it), so that any chain of retimings gives what one retiming from the
+    trained model gives; without it a partial reset with keep k0 counts as a value reset at a
+    source 1 / (1 - k0) times finer. Reset by subtraction already carries the whole excess and no
+    reset keeps everything: both unchanged.
+    """
+    if reset not in ("value", "partial"):
+        return reset, 0.0
+    if trained_rho is not None:
+        rho_total = float(trained_rho)
+    else:
+        rho_total = rho / (1.0 - float(keep)) if reset == "partial" else rho
+    if rho_total <= 1.0 + 1e-12:
+        return "value", 0.0
+    return "partial", 1.0 - 1.0 / rho_total
 
 
 # --------------------------------------------------------------------------- matrix functions

@@ -9,7 +9,10 @@ NIR stores continuous-time parameters and no timestep. A graph written by nirdep
                               "impulse" (a count is a Dirac impulse: B = Bc)
     reset                     "value" (v <- v_reset, NIR's rule), "subtract" (v <- v - v_th) or
                               "none" (spikes are emitted, v is never reset: snnTorch's
-                              reset_mechanism="none")
+                              reset_mechanism="none"); "partial" (v <- v_reset + reset_keep (v - v_th),
+                              written by the reset-aware retiming methods, docs/retiming.md)
+    reset_keep                with "partial": the fraction of the excess over the threshold that a
+                              spike keeps, in (0, 1]
     recurrent_step0           what a recurrent (back) edge delivers at a sample's first step:
                               "bias" (the literal reading of the graph, the default: the linear
                               ops on the edge see zero spikes and output their bias, as snnTorch's
@@ -37,7 +40,9 @@ from toolchain.errors import NirDeployError
 
 SCHEMES = ("exact", "euler")
 CONVENTIONS = ("current", "impulse")
-RESETS = ("value", "subtract", "none")
+RESETS = ("value", "subtract", "none", "partial")
+#: the rules a user can choose for a graph (partial comes from retiming, with its reset_keep)
+USER_RESETS = ("value", "subtract", "none")
 V_INITS = ("zero", "v_leak", "v_reset")
 READOUTS = ("sum", "max", "mean", "last")
 RECURRENT_STEP0 = ("bias", "none")
@@ -79,6 +84,7 @@ class Discretization:
     node_conventions: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     recurrent_step0: str = "bias"
     reset_delay: bool = False
+    reset_keep: float = 0.0
 
     def __post_init__(self):
         if not np.isfinite(self.dt) or self.dt <= 0:
@@ -88,6 +94,16 @@ class Discretization:
         _check_choice("reset", self.reset, RESETS)
         if not isinstance(self.reset_delay, (bool, np.bool_)):
             raise NirDeployError(f"reset_delay must be true or false, got {self.reset_delay!r}")
+        keep = self.reset_keep
+        if isinstance(keep, bool) or not isinstance(keep, (int, float, np.floating)) or not np.isfinite(keep):
+            raise NirDeployError(f"reset_keep must be a number in (0, 1], got {keep!r}")
+        if self.reset == "partial":
+            if not 0.0 < float(keep) <= 1.0:
+                raise NirDeployError(f"a partial reset keeps a fraction in (0, 1] of the excess over the threshold, got reset_keep={keep!r}")
+            if self.reset_delay:
+                raise NirDeployError("a partial reset has no one-step-late (reset_delay) form")
+        elif keep != 0.0:
+            raise NirDeployError(f"reset_keep applies to the partial reset only (reset is {self.reset!r})")
         _check_choice("v_init", self.v_init, V_INITS)
         _check_choice("recurrent_step0", self.recurrent_step0, RECURRENT_STEP0)
         for node, conv in self.node_conventions.items():
@@ -112,6 +128,7 @@ class Discretization:
             node_conventions=copy.deepcopy(dict(self.node_conventions)),
             recurrent_step0=self.recurrent_step0,
             reset_delay=self.reset_delay,
+            reset_keep=self.reset_keep,
         )
         d.update(kw)
         return Discretization(**d)
@@ -126,6 +143,7 @@ class Discretization:
             "v_init": self.v_init,
             "node_conventions": {k: dict(v) for k, v in self.node_conventions.items()},
             "recurrent_step0": self.recurrent_step0,
+            **({"reset_keep": float(self.reset_keep)} if self.reset == "partial" else {}),
         }
 
     @classmethod
@@ -150,6 +168,7 @@ class Discretization:
             node_conventions={k: dict(v) for k, v in conv.items()},
             recurrent_step0=str(meta.get("recurrent_step0", "bias")),
             reset_delay=delay,
+            reset_keep=meta.get("reset_keep", 0.0),
         )
 
 
@@ -195,6 +214,8 @@ def discretization_of(
         }
     if reset is not None:
         kw["reset"] = reset
+        if reset != "partial":
+            kw["reset_keep"] = 0.0
     if recurrent_step0 is not None:
         kw["recurrent_step0"] = recurrent_step0
     if reset_delay is not None:

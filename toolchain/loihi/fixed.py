@@ -37,6 +37,9 @@ class FixedGroup:
     limit: str = ""  # what bounded K
     #: reset by subtraction: v <- v - v_sub (int64, 24-bit state units) where it spiked; None: v <- 0
     v_sub: Optional[np.ndarray] = None
+    #: partial reset: v <- ((v_keep v) >> 12) - v_sub where it spiked (int64, 12-bit fractions of 1);
+    #: None: 4096 (a pure subtraction)
+    v_keep: Optional[np.ndarray] = None
 
     @property
     def n(self) -> int:

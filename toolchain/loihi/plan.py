@@ -100,6 +100,7 @@ class PlanGroup:
     relay_steps: int = 0  # ... this many steps later
     u_bias: Optional[np.ndarray] = None  # neuron groups: constant into u every step (a bias unit delivers it)
     v_sub: Optional[np.ndarray] = None  # reset by subtraction: v -= v_sub on a spike (None: v <- 0)
+    v_keep: Optional[np.ndarray] = None  # partial reset: v <- v_keep v - v_sub on a spike (None: 1)
 
     @property
     def n(self) -> int:
@@ -349,7 +350,10 @@ def loihi_mapping(program: Program) -> Dict[str, object]:
         "chip_layers": [op.name for op in neurons if op.ssm.spiking],
         "host_readout": [op.name for op in neurons if not op.ssm.spiking],
         "bias_units": bias_unit_needs(program),
-        "reset_subtract": [op.name for op in neurons if op.ssm.spiking and getattr(op.ssm, "v_subtract", None) is not None],
+        "reset_subtract": [op.name for op in neurons if op.ssm.spiking and getattr(op.ssm, "v_subtract", None) is not None
+                           and getattr(op.ssm, "v_keep", None) is None],  # fmt: skip
+        "reset_partial": {op.name: float(np.max(op.ssm.v_keep)) for op in neurons
+                          if op.ssm.spiking and getattr(op.ssm, "v_keep", None) is not None},  # fmt: skip
     }
 
 
@@ -458,12 +462,13 @@ def plan_network(program: Program, n_samples: int, n_steps: int, use_conv: bool 
         for gi, g in enumerate(gs):
             key = name if len(gs) == 1 else f"{name}#{gi}"
             idx, scale, bias, vs, vo, ub = g.idx, g.scale, g.bias, g.v_scale, g.v_offset, g.u_bias
-            v_sub = g.v_sub
+            v_sub, v_keep = g.v_sub, g.v_keep
             if shape3 is not None:
                 perm = _perm_whc(shape3)  # g.idx is arange(n) for a single group
                 idx, scale, bias, vs, vo = perm, scale[perm], bias[perm], vs[perm], vo[perm]
                 ub = None if ub is None else ub[perm]
                 v_sub = None if v_sub is None else v_sub[perm]
+                v_keep = None if v_keep is None else v_keep[perm]
             groups[key] = PlanGroup(
                 key=key,
                 node=name,
@@ -480,6 +485,7 @@ def plan_network(program: Program, n_samples: int, n_steps: int, use_conv: bool 
                 shape3=shape3,
                 u_bias=ub,
                 v_sub=v_sub,
+                v_keep=v_keep,
             )
             keys.append(key)
         node_groups[name] = keys

@@ -243,6 +243,7 @@ def _quantize_plan(
                 bexp += 1
         bias_mant = np.clip(_round(b / 2.0**bexp), -BIAS_MANT_MAX, BIAS_MANT_MAX)
         v_sub = None if g.v_sub is None else _quantize_subtract(g, K, vth)
+        v_keep = None if getattr(g, "v_keep", None) is None else quantize_keep(g.v_keep)
         groups[key] = FixedGroup(
             key=key,
             node=g.node,
@@ -262,6 +263,7 @@ def _quantize_plan(
             gate=int(g.gate),
             limit=limit,
             v_sub=v_sub,
+            v_keep=v_keep,
         )
     for c in plan.conns:
         K = groups[c.dst].scale
@@ -286,6 +288,16 @@ def _quantize_plan(
             )
         )
     return FixedNetwork(program=program, plan=plan, groups=groups, conns=conns, profile=profile)
+
+
+#: a partial reset's kept fraction in integers: v <- ((keep v) >> KEEP_BITS) - v_sub
+KEEP_BITS = 12
+
+
+def quantize_keep(keep) -> np.ndarray:
+    """The kept fractions of a partial reset as integers of 1 / 2^12 (round to nearest, in [0, 4096])."""
+    k = np.asarray(keep, dtype=np.float64)
+    return np.clip(_round(k * 2.0**KEEP_BITS), 0, 2**KEEP_BITS).astype(np.int64)
 
 
 def _quantize_subtract(g, K: float, vth_mant: int) -> np.ndarray:

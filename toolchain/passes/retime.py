@@ -20,12 +20,18 @@ neuron's discrete SSM (A, B, c) (``toolchain.dynamics.discretize``):
 ``euler``     A_T = I + rho (A - I),  B_T = B,  c_T = rho c (first order). Refused when a leaky
               mode would be unstable, |1 - rho (1 - a)| >= 1.
 ``none``      the no-adaptation baseline: the trained per-step update is kept unchanged.
+``exact-carry``, ``integral-carry``
+              exact / integral plus a reset adapted to rho (``toolchain.dynamics.retiming.carry_reset``):
+              a layer that resets to a value keeps the fraction 1 - 1/rho of its excess over the
+              threshold at a coarser target (``reset = "partial"``), what the source model would
+              have integrated after its mid-bin reset on average (derivation in docs/retiming.md).
 
 Inputs are counts summed per bin, so a bias that a Linear/Conv layer adds every step is a
 constant count per bin: integral, exact and euler scale such biases by rho (tau and none keep
 them, as the framework would).
 
-Every method is the identity at rho = 1. Weights, thresholds and resets are untouched.
+Every method is the identity at rho = 1. Weights and thresholds are untouched; only the ``-carry``
+methods change the reset rule.
 
 Where NIR's neuron parameters can express the result under the graph's scheme and convention,
 the node's parameters are rewritten; otherwise (e.g. an integral retime of a CubaLIF breaks the
@@ -42,7 +48,16 @@ from typing import Dict
 import numpy as np
 
 from toolchain.dynamics.discretize import continuous_ssm, discretize, neuron_ssm
-from toolchain.dynamics.retiming import BASELINES, METHODS, euler_matrices, fit_params, integral_matrices
+from toolchain.dynamics.retiming import (
+    BASELINES,
+    CARRY,
+    METHODS,
+    base_method,
+    carry_reset,
+    euler_matrices,
+    fit_params,
+    integral_matrices,
+)
 from toolchain.errors import NirDeployError
 from toolchain.ir.graph import make_graph
 from toolchain.ir.metadata import Discretization, discretization_of, exact_node, graph_metadata, portable_cuba_params
@@ -138,12 +153,19 @@ def retime(graph, dt_target: float, method: str, source: Discretization | None =
     meta = graph_metadata(graph)
     disc = source or discretization_of(graph)
     rho = float(dt_target) / disc.dt
+    full_method, method = method, base_method(method)
     topo = topology(graph)
     shapes = infer_shapes(graph, topo)
     overrides = dict(meta.get("ssm") or {})
     nodes = dict(graph.nodes)
     new_overrides: Dict[str, Dict[str, np.ndarray]] = {}
     target = disc.replace(dt=float(dt_target))
+    history = dict(meta.get("retime") or {})
+    if full_method.endswith(CARRY):
+        trained = history.get("trained_dt")
+        trained_rho = float(dt_target) / float(trained) if trained else None
+        reset, keep = carry_reset(disc.reset, disc.reset_keep, rho, trained_rho)
+        target = target.replace(reset=reset, reset_keep=keep)
     exact_params = dict(meta.get("exact_params") or {})
     for name in topo.order:
         if node_kind(graph.nodes[name]) != "neuron":
@@ -200,10 +222,10 @@ def retime(graph, dt_target: float, method: str, source: Discretization | None =
         _scale_biases(nodes, topo, rho)
     _fold_power_of_two_r(nodes, topo, set(new_overrides))
     new_meta = dict(meta)
+    new_meta.pop("reset_keep", None)  # written again by to_metadata() when the reset is partial
     new_meta.update(target.to_metadata())
-    history = dict(meta.get("retime") or {})
     new_meta["retime"] = {
-        "method": method,
+        "method": full_method,
         "source_dt": disc.dt,
         "rho": rho,
         "trained_dt": float(history.get("trained_dt", disc.dt)),

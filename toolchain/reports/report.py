@@ -154,6 +154,9 @@ def run_tables(rec: dict) -> Dict[str, List[Tuple[str, List[str], List[List[str]
                      " (always-on units carry the constants into the synaptic current)"])  # fmt: skip
     if lm.get("reset_subtract"):
         summ.append(["reset by subtraction", ", ".join(lm["reset_subtract"]) + " (runs on Lava and the emulator; a .net cannot express it)"])
+    if lm.get("reset_partial"):
+        summ.append(["partial reset", ", ".join(f"{k}: keeps {v:.3g} of the excess" for k, v in lm["reset_partial"].items()) +
+                     " (a -carry retiming; runs on Lava and the emulator; a .net cannot express it)"])  # fmt: skip
     if rec.get("metrics_error"):
         summ.append(["metrics error", rec["metrics_error"]])
     t["summary"] = [("Run", ["quantity", "value"], [[a, str(b)] for a, b in summ])]

@@ -256,6 +256,19 @@ def _nir_subtract():
     )
 
 
+def _nir_partial():
+    """Linear -> LIF with the partial reset a -carry retiming writes (keeps half the excess)."""
+    import nir
+
+    from toolchain.ir import Discretization
+
+    return _nir_graph(
+        {"fc": nir.Linear(weight=_w(3, 4, 1)), "lif": _nir_neuron("LIF")},
+        [("input", "fc"), ("fc", "lif"), ("lif", "output")],
+        metadata=Discretization(dt=DT, reset="partial", reset_keep=0.5).to_metadata(),
+    )
+
+
 def patterns() -> List[Pattern]:
     """The rows, in the table's order (the first few of each neuron kind isolate the layer)."""
     nt, torch = _torch()
@@ -319,6 +332,7 @@ def patterns() -> List[Pattern]:
         P("nir_li_hidden", "non-spiking hidden layer (LI feeding a LIF layer)", _nir_li_hidden, "nir"),
         P("nir_rec_bias", "recurrent CubaLIF whose recurrent Affine has a bias", _nir_recurrent_bias, "nir"),
         P("nir_subtract", "LIF with reset by subtraction (metadata `reset: subtract`)", _nir_subtract, "nir"),
+        P("nir_partial", "LIF with a partial reset (`exact-carry` / `integral-carry` retiming)", _nir_partial, "nir"),
     ]
     # fmt: on
 

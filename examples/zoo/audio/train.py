@@ -55,12 +55,13 @@ def readout_of(kwargs) -> str:
     return "max" if kwargs.get("output", "spiking") == "li" else "sum"
 
 
-def evaluate(model, x: torch.Tensor, y: torch.Tensor, how: str, batch: int = 500) -> Tuple[float, float]:
-    """(accuracy by the readout rule, output per sample summed over time), with the norse model."""
+def evaluate(model, x: torch.Tensor, y: torch.Tensor, how: str, batch: int = 500, reset_keep: float = 0.0) -> Tuple[float, float]:
+    """(accuracy by the readout rule, output per sample summed over time), with the norse model
+    (norse has no partial reset: with ``reset_keep`` the training forward pass runs instead)."""
     correct, total = 0, 0.0
     with torch.no_grad():
         for i in range(0, len(x), batch):
-            out = run_layerwise(model, x[i : i + batch])
+            out = fast_forward(model, x[i : i + batch], reset_keep)[0] if reset_keep else run_layerwise(model, x[i : i + batch])
             correct += int((predict(out, how) == y[i : i + batch]).sum())
             total += float(out.sum())
     return correct / max(len(x), 1), total / max(len(x), 1)
@@ -86,6 +87,7 @@ def train(
     log: Optional[Callable[[str], None]] = print,
     datasets=None,
     eval_every: int = 5,
+    reset_keep: float = 0.0,
     **model_kwargs,
 ) -> Tuple[torch.nn.Module, Dict[str, Any]]:
     """Train at timestep ``dt``; returns ``(model, info)`` (``info``: everything a checkpoint
@@ -117,7 +119,7 @@ def train(
         tot = 0.0
         for i in range(0, len(perm), batch_size):
             idx = perm[i : i + batch_size]
-            _, v_pre = fast_forward(model, x_tr[idx])
+            _, v_pre = fast_forward(model, x_tr[idx], reset_keep)  # reset_keep > 0: the partial reset
             loss = F.cross_entropy(v_pre.max(dim=1).values, y_tr[idx])
             opt.zero_grad()
             loss.backward()
@@ -128,13 +130,13 @@ def train(
         row = {"epoch": ep + 1, "loss": tot / len(x_tr)}
         if (ep + 1) % eval_every == 0 or ep + 1 == epochs:
             model.eval()
-            test_acc, spikes = evaluate(model, x_te, y_te, readout)
+            test_acc, spikes = evaluate(model, x_te, y_te, readout, reset_keep=reset_keep)
             row.update(test_accuracy=test_acc, output_sum_per_sample=spikes)
             log(f"epoch {ep + 1:3d}/{epochs}  loss {row['loss']:.4f}  test accuracy {test_acc:.4f}  "
                 f"output summed over time {spikes:.1f}  ({t_train:.0f} s)")
         history.append(row)
     model.eval()
-    train_acc, _ = evaluate(model, x_tr, y_tr, readout)
+    train_acc, _ = evaluate(model, x_tr, y_tr, readout, reset_keep=reset_keep)
     info = {
         "model_kwargs": {k: (float(v) if isinstance(v, float) else v) for k, v in kwargs.items()},
         "dt": float(dt),
@@ -154,6 +156,8 @@ def train(
         "torch_threads": int(torch.get_num_threads()),
         "history": history,
     }
+    if reset_keep:
+        info["reset_keep"] = float(reset_keep)
     return model, info
 
 

@@ -17,7 +17,9 @@ How it trains (the deployed model is untouched by any of this):
   with the norse model itself.
 * Gradients: the spike's surrogate derivative is norse 1.1.0's SuperSpike, ``1 / (|v - v_th| + 1)^2``
   (norse ignores its ``alpha``), and the reset is left out of the gradient (a common choice; with
-  it, training here did not converge).
+  it, training here did not converge). ``reset_keep`` = k > 0 trains with the partial reset
+  ``v <- v_reset + k (v - v_th)`` that the reset-aware retiming methods write (the oracles of
+  examples/zoo/retiming/evaluate.py); its gradient keeps the factor k of the spiking branch.
 * Objective: cross-entropy on the maximum over time of each output neuron's membrane potential
   before reset. Cross-entropy on spike counts did not learn (counts are flat at initialization);
   a neuron whose membrane peaks highest is the one that crosses the threshold most, so the
@@ -44,7 +46,7 @@ class _BoxLayer(torch.autograd.Function):
     """A LIFBox / LIBox layer over a whole sequence: currents [B, T, N] -> (out, v_pre)."""
 
     @staticmethod
-    def forward(ctx, cur, a, v_leak, v_th, v_reset, spiking: bool):
+    def forward(ctx, cur, a, v_leak, v_th, v_reset, spiking: bool, keep: float = 0.0):
         B, T, N = cur.shape
         v = torch.zeros((B, N), dtype=cur.dtype) + v_leak
         v_pre = torch.empty_like(cur)
@@ -56,9 +58,12 @@ class _BoxLayer(torch.autograd.Function):
             if spiking:
                 zt = (v - v_th > 0).to(cur.dtype)
                 z[:, t] = zt
-                v = (1 - zt) * v + zt * v_reset
+                if keep:  # partial reset: v <- v_reset + k (v - v_th)
+                    v = (1 - zt) * v + zt * (v_reset + keep * (v - v_th))
+                else:
+                    v = (1 - zt) * v + zt * v_reset
         ctx.save_for_backward(v_pre, z if spiking else v_pre)
-        ctx.a, ctx.v_th, ctx.spiking = a, v_th, spiking
+        ctx.a, ctx.v_th, ctx.spiking, ctx.keep = a, v_th, spiking, keep
         return (z if spiking else v_pre), v_pre
 
     @staticmethod
@@ -70,7 +75,9 @@ class _BoxLayer(torch.autograd.Function):
         if spiking:
             # dz/dv_pre: norse 1.1.0's SuperSpike surrogate 1 / (|x| + 1)^2
             g_direct = g_out / (torch.abs(v_pre - v_th) + 1.0).pow(2) + g_vpre
-            keep = 1 - z  # the reset is detached: only the no-spike branch carries v forward
+            # the spike decision is detached: the no-spike branch carries v forward, the partial
+            # reset's spiking branch a factor k of it (0 for the reset to v_reset)
+            keep = 1 - z * (1 - ctx.keep)
         else:
             g_direct = g_out + g_vpre
             keep = None
@@ -80,7 +87,7 @@ class _BoxLayer(torch.autograd.Function):
             g = g_direct[:, t] + (gv * keep[:, t] if spiking else gv)  # dL/dv_pre[t]
             g_cur[:, t] = a * g
             gv = (1 - a) * g
-        return g_cur, None, None, None, None, None
+        return g_cur, None, None, None, None, None, None
 
 
 def _cell_constants(cell) -> Tuple[Any, Any, Any, Any, bool]:
@@ -94,7 +101,7 @@ def _cell_constants(cell) -> Tuple[Any, Any, Any, Any, bool]:
     raise TypeError(f"fast training supports LIFBoxCell and LIBoxCell, not {type(cell).__name__}")
 
 
-def fast_forward(model, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+def fast_forward(model, x: torch.Tensor, reset_keep: float = 0.0) -> Tuple[torch.Tensor, torch.Tensor]:
     """(outputs [B, T, n_out], output membrane before reset [B, T, n_out]) for a feed-forward
     SequentialState of Linear layers and box cells, with the training gradients described above."""
     h, v_pre = x, None
@@ -103,16 +110,17 @@ def fast_forward(model, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
             h = module(h)
             continue
         a, v_leak, v_th, v_reset, spiking = _cell_constants(module)
-        h, v_pre = _BoxLayer.apply(h, a, v_leak, v_th, v_reset, spiking)
+        h, v_pre = _BoxLayer.apply(h, a, v_leak, v_th, v_reset, spiking, float(reset_keep))
     return h, v_pre
 
 
-def evaluate(model, x: torch.Tensor, y: torch.Tensor, batch: int = 1000) -> Tuple[float, float]:
-    """(accuracy by the readout rule, output spikes per sample), running the norse model itself."""
+def evaluate(model, x: torch.Tensor, y: torch.Tensor, batch: int = 1000, reset_keep: float = 0.0) -> Tuple[float, float]:
+    """(accuracy by the readout rule, output spikes per sample), running the norse model itself
+    (norse has no partial reset: with ``reset_keep`` the training forward pass runs instead)."""
     correct, spikes = 0, 0.0
     with torch.no_grad():
         for i in range(0, len(x), batch):
-            out = run_layerwise(model, x[i : i + batch])
+            out = fast_forward(model, x[i : i + batch], reset_keep)[0] if reset_keep else run_layerwise(model, x[i : i + batch])
             correct += int((predict(out, readout) == y[i : i + batch]).sum())
             spikes += float(out.sum())
     return correct / max(len(x), 1), spikes / max(len(x), 1)
@@ -138,6 +146,7 @@ def train(
     threads: Optional[int] = 2,
     log: Optional[Callable[[str], None]] = print,
     datasets=None,
+    reset_keep: float = 0.0,
     **model_kwargs,
 ) -> Tuple[torch.nn.Module, Dict[str, Any]]:
     """Train the demo model at timestep ``dt``; returns ``(model, info)``.
@@ -186,7 +195,7 @@ def train(
         tot_loss, n_seen = 0.0, 0
         for i in range(0, len(perm), batch_size):
             idx = perm[i : i + batch_size]
-            _, v_pre = fast_forward(model, x_tr[idx])
+            _, v_pre = fast_forward(model, x_tr[idx], reset_keep)
             loss = torch.nn.functional.cross_entropy(v_pre.max(dim=1).values, y_tr[idx])
             opt.zero_grad()
             loss.backward()
@@ -196,11 +205,11 @@ def train(
         sched.step()
         t_train += time.perf_counter() - t0
         model.eval()
-        test_acc, spikes = evaluate(model, x_te, y_te)
+        test_acc, spikes = evaluate(model, x_te, y_te, reset_keep=reset_keep)
         history.append({"epoch": ep + 1, "loss": tot_loss / n_seen, "test_accuracy": test_acc, "output_spikes_per_sample": spikes})
         log(f"epoch {ep + 1:3d}/{epochs}  loss {tot_loss / n_seen:.4f}  test accuracy {test_acc:.4f}  "
             f"output spikes/sample {spikes:.1f}  ({t_train:.0f} s)")
-    train_acc, _ = evaluate(model.eval(), x_tr, y_tr)
+    train_acc, _ = evaluate(model.eval(), x_tr, y_tr, reset_keep=reset_keep)
     info = {
         "model_kwargs": {k: (float(v) if isinstance(v, float) else v) for k, v in kwargs.items()},
         "dt": float(dt),
@@ -218,6 +227,8 @@ def train(
         "torch_threads": int(torch.get_num_threads()),
         "history": history,
     }
+    if reset_keep:
+        info["reset_keep"] = float(reset_keep)
     return model, info
 
 

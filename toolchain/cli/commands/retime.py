@@ -8,7 +8,9 @@ from toolchain.errors import NirDeployError
 from toolchain.ir.atomic import check_output_dir, check_output_path
 from toolchain.ir.metadata import CONVENTIONS, SCHEMES
 
-METHOD_HELP = "tau (reference), integral, euler, exact; 'none' keeps the trained update (no adaptation)"
+METHOD_HELP = ("tau (reference), integral, euler, exact; exact-carry / integral-carry also adapt the reset to the "
+               "new bin (a reset to a value keeps 1 - 1/rho of the excess over the threshold); 'none' keeps the "
+               "trained update (no adaptation)")
 
 
 def _floats(s: str, what: str):
@@ -36,6 +38,9 @@ def cmd_retime(args) -> int:
     r = out.metadata["retime"]
     adapted = list((out.metadata.get("ssm") or {}).keys())
     note = f"; exact adapted matrices kept for {', '.join(adapted)}" if adapted else ""
+    if out.metadata.get("reset") == "partial":
+        note += (f"; partial reset: a spike keeps {out.metadata['reset_keep']:.4g} of the excess over the threshold "
+                 f"(runs on every backend but a .net)")
     print(f"wrote {args.output}: {args.method} retiming from dt={r['source_dt']:g} s to {args.dt:g} s (rho={r['rho']:g}){note}")
     emit(args, {"output": args.output, "method": args.method, "source_dt": r["source_dt"], "dt": args.dt, "rho": r["rho"],
                 "exact_adapted": adapted, "retime": dict(r)})  # fmt: skip

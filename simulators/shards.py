@@ -1,0 +1,190 @@
+"""Sharded runs: the samples of one run split over worker processes, merged into one result.
+
+Lava's CPU simulator runs one sample after another (about 1,000-1,300 steps per second on the
+demo network, most of it inter-process channel traffic), so a run of many samples is split into
+``workers`` contiguous shards, each its own Lava run in its own worker process, and the shards'
+:class:`~simulators.result.SimResult` are concatenated in sample order. Every sample of a Lava
+run starts from the same state (the window reset of simulators/lava_runtime.py), so the merged
+result equals a single run: predictions, spikes per layer, potentials and outputs
+(tests/test_shards.py checks it on lava-float and lava-fixed).
+
+Workers die with their parent (``toolchain.signals.die_with_parent``) and ignore SIGINT: Ctrl-C
+reaches the parent, which cancels the shards not yet started and stops the running ones
+(SIGTERM, then SIGKILL after a grace period), so no Lava process outlives the command.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor
+from typing import Any, Dict, List, Optional, Tuple
+
+import numpy as np
+
+from simulators.result import SimResult
+from toolchain.signals import die_with_parent
+
+
+def default_workers() -> int:
+    """The cores this process may use (the affinity mask, not the machine's count)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def shard_bounds(n: int, workers: int) -> List[Tuple[int, int]]:
+    """``workers`` contiguous [start, stop) ranges covering ``n`` samples, sizes differing by at most one."""
+    workers = max(1, min(int(workers), int(n)))
+    base, extra = divmod(int(n), workers)
+    out, a = [], 0
+    for i in range(workers):
+        b = a + base + (1 if i < extra else 0)
+        out.append((a, b))
+        a = b
+    return out
+
+
+def worker_init(parent: int) -> None:
+    """A worker dies with its parent and leaves Ctrl-C (SIGINT to the terminal's process group) to it."""
+    import signal
+
+    die_with_parent(parent)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # a forked child of a process whose torch used its OpenMP thread pool hangs in its first
+    # parallel region (GNU OpenMP does not survive fork): the shard's own torch work is small
+    import sys
+
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(1)
+
+
+def stop_pool(ex: ProcessPoolExecutor, grace: float = 10.0) -> None:
+    """Cancel the queued tasks and end the workers: SIGTERM (a Lava run in a worker stops its
+    runtime), SIGKILL for those still alive after ``grace`` seconds."""
+    procs = list((getattr(ex, "_processes", None) or {}).values())
+    ex.shutdown(wait=False, cancel_futures=True)
+    for p in procs:
+        try:
+            p.terminate()
+        except Exception:  # pragma: no cover - already gone
+            pass
+    deadline = time.monotonic() + grace
+    for p in procs:
+        try:
+            p.join(timeout=max(0.0, deadline - time.monotonic()))
+            if p.is_alive():
+                p.kill()
+                p.join(timeout=5)
+        except Exception:  # pragma: no cover
+            pass
+
+
+#: the run the forked workers take their shards from: a lowered program holds closures (its linear
+#: ops), which do not pickle, so the workers inherit it at fork instead of receiving it
+_JOB: Dict[str, Any] = {}
+
+
+def _run_shard(a: int, b: int) -> SimResult:
+    from simulators.backends import run
+
+    j = _JOB
+    return run(j["backend"], j["program"], j["x"][a:b], record_v=j["record_v"], progress=False, profile=j["profile"],
+               **j["kw"])  # fmt: skip
+
+
+def merge_info(parts: List[SimResult], bounds: List[Tuple[int, int]]) -> Dict[str, Any]:
+    """The first shard's description of the network, with the per-run numbers of every shard:
+    ``shards`` (samples and seconds of each), saturation counts summed and maxima maximized."""
+    info = dict(parts[0].info)
+    info["shards"] = [
+        {"samples": b - a, **{k: p.info[k] for k in ("build_seconds", "run_seconds", "seconds") if k in p.info}}
+        for p, (a, b) in zip(parts, bounds)
+    ]
+    for k in ("build_seconds", "run_seconds"):
+        if all(k in p.info for p in parts):
+            info[k] = max(float(p.info[k]) for p in parts)  # the shards run side by side
+    sat = [p.info.get("saturation") for p in parts]
+    if all(isinstance(s, dict) for s in sat):
+        merged: Dict[str, Dict[str, Any]] = {}
+        for s in sat:
+            for node, st in s.items():
+                m = merged.setdefault(node, dict(st))
+                if m is st:
+                    continue
+                for key, val in st.items():
+                    if key.startswith("max"):
+                        m[key] = max(m.get(key, val), val)
+                    elif isinstance(val, (int, float)):
+                        m[key] = m.get(key, 0) + val
+        info["saturation"] = merged
+    info.pop("seconds", None)  # the whole run's wall time is set by the caller
+    return info
+
+
+def run_with_workers(backend: str, program, inputs, workers: Optional[int] = None, record_v: bool = False,
+                     progress: bool = False, profile=None, **kw) -> SimResult:  # fmt: skip
+    """``simulators.backends.run``, sharded over ``workers`` processes when the backend is a Lava one
+    and there is more than one sample (the other backends are batched already and ignore it)."""
+    from simulators.backends import get, run
+    from toolchain.errors import NirDeployError
+
+    if workers is not None and int(workers) < 1:
+        raise NirDeployError(f"--workers must be at least 1, got {workers}")
+    if workers and int(workers) > 1 and get(backend).needs_lava and np.shape(inputs)[0] > 1:
+        t0 = time.perf_counter()
+        res = run_sharded(backend, program, inputs, int(workers), record_v=record_v, progress=progress, profile=profile, **kw)
+        res.info["seconds"] = time.perf_counter() - t0
+        return res
+    return run(backend, program, inputs, record_v=record_v, progress=progress, profile=profile, **kw)
+
+
+def run_sharded(backend: str, program, inputs, workers: int, record_v: bool = False, progress: bool = False,
+                profile=None, **kw) -> SimResult:  # fmt: skip
+    """``inputs`` [samples, steps, ...] on ``backend`` in ``workers`` processes, merged in sample order.
+
+    With one worker (or one sample) it is the plain run. ``progress`` shows shards finished."""
+    x = np.asarray(inputs)
+    bounds = shard_bounds(x.shape[0], workers)
+    if len(bounds) <= 1:
+        from simulators.backends import run
+
+        return run(backend, program, x, record_v=record_v, progress=progress, profile=profile, **kw)
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(bounds), desc=f"{backend} ({len(bounds)} workers, {x.shape[0]} samples)", unit="shard")
+    import multiprocessing
+
+    _JOB.clear()
+    _JOB.update(backend=backend, program=program, x=x, record_v=record_v, profile=profile, kw=kw)
+    ctx = multiprocessing.get_context("fork")  # the workers inherit _JOB (the program does not pickle)
+    with ProcessPoolExecutor(max_workers=len(bounds), mp_context=ctx, initializer=worker_init,
+                             initargs=(os.getpid(),)) as ex:  # fmt: skip
+        futs = [ex.submit(_run_shard, a, b) for a, b in bounds]
+        parts: List[Optional[SimResult]] = [None] * len(futs)
+        try:
+            pending = dict(enumerate(futs))
+            from concurrent.futures import FIRST_COMPLETED, wait
+
+            while pending:
+                done, _ = wait(pending.values(), return_when=FIRST_COMPLETED)
+                for i, f in list(pending.items()):
+                    if f in done:
+                        parts[i] = f.result()
+                        del pending[i]
+                        if bar:
+                            bar.update(1)
+        except BaseException:  # Ctrl-C, Terminated, or a shard's error: no shard keeps running
+            stop_pool(ex)
+            raise
+        finally:
+            _JOB.clear()
+            if bar:
+                bar.close()
+    res = SimResult.concat(parts)  # type: ignore[arg-type]
+    res.info = merge_info(parts, bounds)  # type: ignore[arg-type]
+    res.info["workers"] = len(bounds)
+    return res
