@@ -13,6 +13,7 @@ pipeline (docs/api.md has a worked example):
     sweep           target timesteps x retiming methods -> accuracy / spikes table and plots
     quantize        a Program -> Loihi fixed point (``FixedNetwork``), calibrated on data if given
     deploy          a ``.nir`` file -> a lava-dl netx ``.net`` file
+    import_netx     a lava-dl netx ``.net`` -> a float NIR graph at one timestep (deploy gives its integers back)
     report          a run record or sweep -> HTML and Markdown report
 
 One meaning of ``dt`` everywhere: the timestep the model runs at (or is retimed to). The
@@ -32,7 +33,7 @@ from toolchain.errors import NirDeployError
 
 __all__ = [
     "export", "export_checkpoint", "load", "inspect", "retime", "lower", "load_inputs", "simulate", "run_record",
-    "compare", "sweep", "quantize", "deploy", "deploy_program", "report",
+    "compare", "sweep", "quantize", "deploy", "deploy_program", "report", "import_netx",
 ]
 
 
@@ -113,6 +114,39 @@ def load_netx(path, dt: Optional[float] = None):
     program = lower_graph(graph, discretization_of(graph))
     program.netx_fixed = netx_fixed(net, program)
     return graph, program
+
+
+def import_netx(path, dt: float, output: Optional[str] = None):
+    """A lava-dl netx ``.net`` as a float NIR graph at timestep ``dt`` (seconds; the integers have no
+    time: dt fixes the time constants, tau = dt / decay). The graph is the file's float view
+    (``toolchain.loihi.netx_read.netx_graph``: weights, thresholds and biases in SLAYER's units with
+    the weight exponents applied, CubaLIF time constants from iDecay / vDecay) with metadata
+    ``imported_from`` (file name, sha256, dt), ``netx`` (the per-layer integers and their scale) and
+    ``quantization_hint``, so that ``deploy`` of it writes the file's integers back and the emulator
+    gives the file's spikes; ``retime`` works on it like on any graph. Writes ``output`` when given."""
+    import hashlib
+
+    from toolchain.ir import save_graph
+    from toolchain.loihi.netx_read import netx_graph, read_netx
+    from toolchain.passes.pipelines import run_pipeline
+
+    try:
+        dt = float(dt)
+    except (TypeError, ValueError):
+        raise NirDeployError(f"--dt must be a number of seconds, got {dt!r}") from None
+    if not np.isfinite(dt) or dt <= 0:
+        raise NirDeployError(f"--dt must be a positive number of seconds, got {dt!r}")
+    if not is_netx(path):
+        raise NirDeployError(f"{path} is not a lava-dl netx network (an HDF5 file with a /layer group)")
+    net = read_netx(path)
+    with open(path, "rb") as f:
+        digest = hashlib.sha256(f.read()).hexdigest()
+    meta = {"imported_from": {"file": os.path.basename(str(path)), "sha256": digest, "dt": dt,
+                              "format": "lava-dl netx hdf5", "written_by": "nirdeploy" if net.description else "lava-dl (or another tool)"}}  # fmt: skip
+    graph = run_pipeline(netx_graph(net, dt, metadata=meta), "export")  # every node declares its shapes
+    if output:
+        save_graph(graph, output)
+    return graph
 
 
 def _graph(model):

@@ -331,7 +331,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 #: modules that add subcommands (each defines ``register(subparsers)``)
-COMMAND_MODULES: List[str] = ["toolchain.cli.commands.retime", "toolchain.cli.commands.report", "toolchain.cli.commands.deploy"]
+COMMAND_MODULES: List[str] = ["toolchain.cli.commands.retime", "toolchain.cli.commands.report", "toolchain.cli.commands.deploy",
+                                 "toolchain.cli.commands.netx"]
 
 
 def main(argv: Optional[List[str]] = None) -> int:

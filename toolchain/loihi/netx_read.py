@@ -31,7 +31,12 @@ other than CUBA are refused by name.
 SLAYER's units (state scale 4096: weight = w / 64 with the exponent applied, threshold =
 vThMant / 64, bias per step = bias / 64), euler scheme with the current input convention at
 ``dt``: CubaLIF with ``tau_syn = dt / du``, ``w_in = 1 / du``, ``tau_mem = dt / dv``, ``r = 1 / dv``,
-``v_leak = bias / dv`` (decays of 0 become 1e-9 per step).
+``v_leak = bias / dv`` (decays of 0 become 1e-9 per step). A bias-driven input layer is a LIF
+(``tau = dt / dv``, ``r = 1 / (64 dv)``: an input of b per step adds the bias b << 6 to v; its
+iDecay plays no part, netx never drives its current) fed by the input through an identity synapse
+(a 1x1 Conv2d, or a Linear for a flat input). The metadata's ``quantization_hint`` gives every layer
+the scale 4096, so that ``deploy`` of the graph writes the file's integers back
+(``toolchain/loihi/quantize.py``), and ``netx`` records the source, dt and per-layer integers.
 
 ``netx_fixed(net, program) -> FixedNetwork``: the integers above as the fixed network the emulator
 runs (bit-exactly what Lava computes with them).
@@ -389,10 +394,14 @@ def netx_graph(net: NetxNet, dt: float = 1e-3, metadata: Optional[Dict[str, obje
                                               groups=int(L.groups), bias=np.zeros(w.shape[0]))  # fmt: skip
         elif L.type in ("dense", "dense_rec"):
             nodes[f"w{L.index}"] = nir.Linear(weight=L.w_eff.astype(np.float64) * 2.0**L.weight_exp / 64.0)
-        if L.type != "input":
-            edges += [(prev, f"w{L.index}"), (f"w{L.index}", name)]
-        else:
-            edges.append((prev, name))
+        if L.type == "input":  # the input (its bias) through an identity synapse: a plain graph of the network
+            C = net.input_shape[0] if len(net.input_shape) == 3 else None
+            nodes[f"w{L.index}"] = (
+                nir.Conv2d(input_shape=None, weight=np.eye(C).reshape(C, C, 1, 1), stride=np.array([1, 1]),
+                           padding=np.array([0, 0]), dilation=np.array([1, 1]), groups=1, bias=np.zeros(C))
+                if C is not None else nir.Linear(weight=np.eye(L.n))
+            )  # fmt: skip
+        edges += [(prev, f"w{L.index}"), (f"w{L.index}", name)]
         nodes[name] = node
         if L.type == "dense_rec":
             nodes[f"w{L.index}_rec"] = nir.Linear(weight=L.w_rec_eff.astype(np.float64) * 2.0**L.weight_exp / 64.0)
@@ -407,7 +416,9 @@ def netx_graph(net: NetxNet, dt: float = 1e-3, metadata: Optional[Dict[str, obje
         "dt": dt, "scheme": "euler", "input_convention": "current", "reset": "value", "v_init": "v_reset",
         "source_framework": "lava-dl netx", "readout": "sum",
         "netx": {"source": str(net.path), "dt": dt, "state_scale": STATE_SCALE, "bias_exp": BIAS_EXP,
-                 "bias_input": bool(net.bias_input), "layers": scales},
+                 "bias_input": node_name(net.layers[0]) if net.bias_input else False, "layers": scales},
+        # toolchain/loihi/quantize.py: quantize every layer at the file's scale (gives back its integers)
+        "quantization_hint": {"source": "lava-dl netx file", "scales": {k: STATE_SCALE for k in scales}},
     }  # fmt: skip
     meta.update(metadata or {})
     return make_graph(nodes, edges, meta)

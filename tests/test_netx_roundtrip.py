@@ -1,0 +1,142 @@
+"""``import-netx`` (``api.import_netx``): a lava-dl netx ``.net`` -> a float NIR graph whose ``deploy``
+gives back the file's integers (as netx uses them: weights after optimize_weight_bits, weight
+exponents and bits, biases, iDecay, vDecay, vThMant) and whose emulator run gives the file's spikes
+in every layer; retime and deploy of the imported graph work (new decays).
+
+Files: written by lava-dl's own ``export_hdf5`` from SLAYER blocks with random weights
+(tests/test_netx_import.py: cuba Conv, Conv stride 2, Flatten, Dense, Recurrent = dense_rec, Dense
+with a negative weight exponent, biases) and lava-dl's PilotNet (conformance material).
+"""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+pytestmark = pytest.mark.lava
+
+from test_netx_import import PILOTNET, _counts, slayer_net  # noqa: E402
+
+from toolchain import api  # noqa: E402
+from toolchain.errors import NirDeployError  # noqa: E402
+from toolchain.ir import graph_metadata  # noqa: E402
+from toolchain.loihi.netx_read import read_netx  # noqa: E402
+
+
+def _same_integers(a, b):
+    """Every layer of netx networks ``a`` and ``b`` has the integers netx runs (an absent bias = zeros)."""
+    assert [L.type for L in a.layers] == [L.type for L in b.layers]
+    assert a.bias_input == b.bias_input
+    for La, Lb in zip(a.layers, b.layers):
+        assert int(np.prod(La.shape)) == int(np.prod(Lb.shape)) and (La.type == "flatten" or La.shape == Lb.shape), La.index
+        for q in ("iDecay", "vDecay", "vThMant"):
+            assert La.neuron.get(q) == Lb.neuron.get(q), (La.index, q)
+        for q in ("w_eff", "w_rec_eff"):
+            x, y = getattr(La, q), getattr(Lb, q)
+            assert (x is None) == (y is None) and (x is None or np.array_equal(x, y)), (La.index, q)
+        if La.type == "conv":
+            assert np.array_equal(La.weight, Lb.weight), La.index
+            assert (La.stride, La.padding, La.dilation, La.groups) == (Lb.stride, Lb.padding, Lb.dilation, Lb.groups)
+        assert (La.weight_exp, La.num_weight_bits, La.graded_in) == (Lb.weight_exp, Lb.num_weight_bits, Lb.graded_in)
+        ba = np.zeros(La.n, np.int64) if La.bias is None else La.bias
+        bb = np.zeros(Lb.n, np.int64) if Lb.bias is None else Lb.bias
+        if La.has_neuron and La.type != "input":
+            assert np.array_equal(ba, bb), La.index
+
+
+def _same_spikes(path, graph, x):
+    _, prog = api.load_netx(path)
+    _, prog2 = api.lower(graph)
+    ref = api.simulate(prog, x, "emulator")
+    got = api.simulate(prog2, x, "emulator")
+    assert set(ref.spikes) <= set(got.spikes)
+    for k in ref.spikes:
+        assert np.array_equal(ref.spikes[k], got.spikes[k]), k
+    return ref
+
+
+@pytest.mark.parametrize("rec", [True, False], ids=["dense_rec", "biases"])
+def test_slayer_import_deploy_gives_the_files_integers(tmp_path, rec):
+    path = slayer_net(str(tmp_path / "slayer.net"), rec=rec)
+    net = read_netx(path)
+    assert any(L.weight_exp < 0 for L in net.layers) and any(L.bias is not None for L in net.layers)
+    out = str(tmp_path / "imp.nir")
+    api.import_netx(path, 1e-3, output=out)
+    fx, _ = api.deploy(out, str(tmp_path / "back.net"))
+    assert {g.limit for g in fx.groups.values()} == {"scale hint"}
+    _same_integers(net, read_netx(str(tmp_path / "back.net")))
+    # without the hint the quantizer picks other scales: the round trip is the hint's doing
+    graph = api.load(out)
+    graph.metadata.pop("quantization_hint")
+    api.deploy(graph, str(tmp_path / "plain.net"))
+    with pytest.raises(AssertionError):
+        _same_integers(net, read_netx(str(tmp_path / "plain.net")))
+    ref = _same_spikes(path, api.load(out), _counts(api.load_netx(path)[1], 2, 12))
+    assert all(s.any() for s in ref.spikes.values())
+
+
+@pytest.mark.skipif(not PILOTNET.exists(), reason="conformance material not checked out")
+def test_pilotnet_import_deploy_and_emulator(tmp_path):
+    """lava-dl's PilotNet: a bias-driven input layer (written back as an input layer with neurons),
+    five convs, dense layers with negative weight exponents, a non-spiking last layer (vThMant 2^17 - 1)."""
+    net = read_netx(str(PILOTNET))
+    graph = api.import_netx(str(PILOTNET), 1e-3)
+    fx, desc = api.deploy(graph, str(tmp_path / "back.net"))
+    back = read_netx(str(tmp_path / "back.net"))
+    assert back.bias_input and desc["layers"][0]["type"] == "input"
+    _same_integers(net, back)
+    img = np.random.default_rng(0).integers(0, 256, (1, 3, 66, 200))
+    ref = _same_spikes(str(PILOTNET), graph, np.repeat(img[:, None], 4, axis=1).astype(float))
+    assert ref.spikes["layer5"].any()
+
+
+def test_metadata_retime_and_deploy(tmp_path):
+    path = slayer_net(str(tmp_path / "s.net"), rec=False)
+    out = str(tmp_path / "imp.nir")
+    api.import_netx(path, 1e-3, output=out)
+    meta = api.inspect(out)["metadata"]
+    src = meta["imported_from"]
+    import hashlib
+
+    assert src["file"] == "s.net" and src["dt"] == 1e-3
+    assert src["sha256"] == hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    assert meta["netx"]["layers"]["layer6"]["weight_exp"] == read_netx(path).layers[6].weight_exp
+    # tau: the time constants stay, the per-step decays halve at dt / 2 (euler: decay = dt / tau)
+    api.retime(out, 5e-4, "tau", output=str(tmp_path / "r.nir"))
+    api.deploy(str(tmp_path / "r.nir"), str(tmp_path / "r.net"))
+    r = read_netx(str(tmp_path / "r.net"))
+    assert r.dt == pytest.approx(5e-4)
+    for La, Lb in zip(read_netx(path).neuron_layers, r.neuron_layers):
+        assert Lb.neuron["iDecay"] == round(La.neuron["iDecay"] / 2)
+        assert abs(Lb.neuron["vDecay"] - La.neuron["vDecay"] / 2) <= 0.5
+        assert Lb.neuron["vThMant"] == La.neuron["vThMant"]
+
+
+def test_refusals(tmp_path):
+    path = slayer_net(str(tmp_path / "s.net"))
+    with pytest.raises(NirDeployError, match="positive"):
+        api.import_netx(path, -1e-3)
+    nir_file = str(tmp_path / "g.nir")
+    api.import_netx(path, 1e-3, output=nir_file)
+    with pytest.raises(NirDeployError, match="not a lava-dl netx"):
+        api.import_netx(nir_file, 1e-3)
+
+
+def test_cli_import_netx(tmp_path):
+    path = slayer_net(str(tmp_path / "cli.net"))
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    out = tmp_path / "cli.nir"
+    r = subprocess.run([sys.executable, "-m", "toolchain.cli.main", "import-netx", path, "--dt", "0.001", "-o", str(out)],
+                       capture_output=True, text=True, env=env, cwd=str(ROOT), timeout=600)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert "wrote" in r.stdout and "layer5" in r.stdout
+    assert graph_metadata(api.load(str(out)))["imported_from"]["file"] == "cli.net"
+    r = subprocess.run([sys.executable, "-m", "toolchain.cli.main", "import-netx", str(out), "--dt", "0.001", "-o",
+                        str(tmp_path / "x.nir")], capture_output=True, text=True, env=env, cwd=str(ROOT), timeout=600)  # fmt: skip
+    assert r.returncode != 0 and "not a lava-dl netx" in r.stderr and "Traceback" not in r.stderr
