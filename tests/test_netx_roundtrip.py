@@ -140,3 +140,57 @@ def test_cli_import_netx(tmp_path):
     r = subprocess.run([sys.executable, "-m", "toolchain.cli.main", "import-netx", str(out), "--dt", "0.001", "-o",
                         str(tmp_path / "x.nir")], capture_output=True, text=True, env=env, cwd=str(ROOT), timeout=600)  # fmt: skip
     assert r.returncode != 0 and "not a lava-dl netx" in r.stderr and "Traceback" not in r.stderr
+
+
+def dense_net(path, seed=0):
+    """SLAYER cuba Dense 40 -> 16 -> 10 (random weights, lava-dl's export_hdf5): the default data's shape."""
+    import h5py
+    import torch
+    import lava.lib.dl.slayer as slayer
+
+    torch.manual_seed(seed)
+    p = {"threshold": 1.0, "current_decay": 0.25, "voltage_decay": 0.05, "requires_grad": False}
+    blocks = [slayer.block.cuba.Dense(p, 40, 16, weight_scale=2), slayer.block.cuba.Dense(p, 16, 10, weight_scale=2)]
+    with torch.no_grad():
+        x = torch.rand(1, 40, 4)
+        for b in blocks:
+            x = b(x)
+    with h5py.File(path, "w") as f:
+        lay = f.create_group("layer")
+        h = lay.create_group("0")
+        h.create_dataset("type", (1,), "S10", [b"input"])
+        h.create_dataset("shape", data=np.array([40]))
+        for i, b in enumerate(blocks):
+            b.export_hdf5(lay.create_group(str(i + 1)))
+    return path
+
+
+def test_sweep_and_report_of_a_net(tmp_path):
+    """nirdeploy sweep NET.net: the float view imported at the file's dt (1 ms: lava-dl files record
+    none), said in the output and in sweep.json; the cell at rho = 1 runs the file's integers (its
+    spike count equals the emulator's on the .net); report renders the sweep and a .net run record."""
+    path = dense_net(str(tmp_path / "d.net"))
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    out = tmp_path / "sw"
+    r = subprocess.run([sys.executable, "-m", "toolchain.cli.main", "sweep", path, "--data", "default", "--dt", "0.001,0.002",
+                        "--method", "tau", "--backend", "emulator", "--samples", "3", "--workers", "1", "-o", str(out), "-q"],
+                       capture_output=True, text=True, env=env, cwd=str(ROOT), timeout=600)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert "lava-dl netx network, swept as its float NIR view imported at dt=0.001 s" in r.stdout
+    import json
+
+    sw = json.loads((out / "sweep.json").read_text())
+    assert sw["imported_from"]["file"] == "d.net" and sw["source_dt"] == pytest.approx(1e-3)
+    _, prog = api.load_netx(path)
+    x = api.load_inputs(prog, data="default", samples=3)["x"]
+    res = api.simulate(prog, x, "emulator")
+    row = next(r for r in sw["rows"] if r["dt"] == pytest.approx(1e-3))
+    assert row["spikes_per_sample"] == pytest.approx(sum(float(s.sum()) for s in res.spikes.values()) / 3)
+    rep = api.report(str(out), str(tmp_path / "sw.html"))
+    assert os.path.getsize(rep["paths"]["html"]) > 0
+    rec = api.run_record(res, prog, labels=api.load_inputs(prog, data="default", samples=3)["labels"], model=path)
+    from toolchain.analysis.records import write_json
+
+    write_json(rec, str(tmp_path / "run.json"))
+    rep = api.report(str(tmp_path / "run.json"), str(tmp_path / "run.html"))
+    assert "energy" in Path(rep["paths"]["html"]).read_text().lower()

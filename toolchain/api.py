@@ -124,26 +124,10 @@ def import_netx(path, dt: float, output: Optional[str] = None):
     ``imported_from`` (file name, sha256, dt), ``netx`` (the per-layer integers and their scale) and
     ``quantization_hint``, so that ``deploy`` of it writes the file's integers back and the emulator
     gives the file's spikes; ``retime`` works on it like on any graph. Writes ``output`` when given."""
-    import hashlib
-
     from toolchain.ir import save_graph
-    from toolchain.loihi.netx_read import netx_graph, read_netx
-    from toolchain.passes.pipelines import run_pipeline
+    from toolchain.loihi.netx_read import import_graph
 
-    try:
-        dt = float(dt)
-    except (TypeError, ValueError):
-        raise NirDeployError(f"--dt must be a number of seconds, got {dt!r}") from None
-    if not np.isfinite(dt) or dt <= 0:
-        raise NirDeployError(f"--dt must be a positive number of seconds, got {dt!r}")
-    if not is_netx(path):
-        raise NirDeployError(f"{path} is not a lava-dl netx network (an HDF5 file with a /layer group)")
-    net = read_netx(path)
-    with open(path, "rb") as f:
-        digest = hashlib.sha256(f.read()).hexdigest()
-    meta = {"imported_from": {"file": os.path.basename(str(path)), "sha256": digest, "dt": dt,
-                              "format": "lava-dl netx hdf5", "written_by": "nirdeploy" if net.description else "lava-dl (or another tool)"}}  # fmt: skip
-    graph = run_pipeline(netx_graph(net, dt, metadata=meta), "export")  # every node declares its shapes
+    graph = import_graph(path, dt)
     if output:
         save_graph(graph, output)
     return graph

@@ -529,3 +529,37 @@ def bias_of(net: NetxNet, x: np.ndarray) -> np.ndarray:
     if np.any(np.abs(b) > 32767) or np.any(b != np.rint(b)):
         raise NirDeployError("a bias-driven input layer takes integer biases within Lava's 16 bits (|b| <= 32767)")
     return b.astype(np.int64)
+
+
+# --------------------------------------------------------------------------- import
+def import_graph(path, dt: float):
+    """The float NIR graph of the ``.net`` at ``path`` at timestep ``dt`` (``nirdeploy import-netx``):
+    :func:`netx_graph` with metadata ``imported_from`` (file name, sha256, dt), every node declaring
+    its shapes (the export pipeline), ready to save, retime and deploy."""
+    import hashlib
+    import os
+
+    from toolchain.passes.pipelines import run_pipeline
+
+    try:
+        dt = float(dt)
+    except (TypeError, ValueError):
+        raise NirDeployError(f"--dt must be a number of seconds, got {dt!r}") from None
+    if not np.isfinite(dt) or dt <= 0:
+        raise NirDeployError(f"--dt must be a positive number of seconds, got {dt!r}")
+    if not is_netx(path):
+        raise NirDeployError(f"{path} is not a lava-dl netx network (an HDF5 file with a /layer group)")
+    net = read_netx(path)
+    with open(path, "rb") as f:
+        digest = hashlib.sha256(f.read()).hexdigest()
+    meta = {"imported_from": {"file": os.path.basename(str(path)), "sha256": digest, "dt": dt,
+                              "format": "lava-dl netx hdf5",
+                              "written_by": "nirdeploy" if net.description else "lava-dl (or another tool)"}}  # fmt: skip
+    return run_pipeline(netx_graph(net, dt, metadata=meta), "export")
+
+
+def default_dt(path) -> float:
+    """The dt a ``.net`` runs at when none is given: the one nirdeploy recorded, else 1 ms (lava-dl
+    files carry none; the integers have no time)."""
+    net = read_netx(path)
+    return float(net.dt) if net.dt else 1e-3
