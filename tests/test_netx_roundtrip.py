@@ -126,6 +126,12 @@ def test_refusals(tmp_path):
     api.import_netx(path, 1e-3, output=nir_file)
     with pytest.raises(NirDeployError, match="not a lava-dl netx"):
         api.import_netx(nir_file, 1e-3)
+    import h5py
+
+    with h5py.File(path, "r+") as f:  # lava-dl's tutorial layout (blocks from /layer/0) with a conv first
+        del f["layer/0"]
+    with pytest.raises(NirDeployError, match="the first layer is a conv layer, not an input layer"):
+        read_netx(path)
 
 
 def test_cli_import_netx(tmp_path):

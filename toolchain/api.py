@@ -207,6 +207,8 @@ def netx_summary(path) -> List[Dict[str, Any]]:
             r["driven_by"] = f"its bias (bias_mant): --input sets it, one value per neuron, {bias_order(L.shape)}"
         if L.extra:
             r["ignored_by_netx"] = dict(L.extra)
+        if L.index < 0:
+            r["note"] = "not in the file: netx takes the input size from the first dense layer's weights"
         rows.append(r)
     return rows
 

@@ -18,6 +18,9 @@
   netx's CUBA (LIF) neuron; ``messageBits`` > 0 makes the next synapse graded;
 * the first synapse receives graded input (nirdeploy's protocol: ``input_message_bits=16``)
   unless the input layer is itself a neuron layer;
+* a file whose first layer is dense (lava-dl's tutorials export their blocks from ``/layer/0`` on)
+  gets an input layer of the first weight's input size, as netx does; a first conv layer without
+  an input layer is refused (netx itself then needs ``input_shape``);
 * an input layer with a ``neuron`` group (lava-dl's PilotNet) is a layer of CUBA neurons whose
   only drive is their bias: netx leaves its input port unconnected and the caller sets
   ``bias_mant`` (one value per neuron; netx's array is (W, H, C), nirdeploy's input is NIR
@@ -262,8 +265,18 @@ def read_netx(path) -> NetxNet:
 
 def _resolve(path: str, layers: List[NetxLayer], desc, dt) -> NetxNet:
     """Shapes, orders, the effective dense weights and graded flags; consistency checks."""
+    if layers and layers[0].type in ("dense", "dense_rec"):
+        # lava-dl's tutorials export the blocks from /layer/0 on: netx then takes the input size from
+        # the first dense layer's weights (hdf5.Network._create); the reader adds the input layer
+        w = layers[0].weight
+        n_in = int(w.shape[1]) if w.ndim == 2 else int(w.size // max(1, int(np.prod(layers[0].shape))))
+        layers.insert(0, NetxLayer(index=-1, type="input", shape=(n_in,)))
     if not layers or layers[0].type != "input":
-        raise UnsupportedNodeError(f"{path}: the first layer is not an input layer")
+        what = f"a {layers[0].type} layer" if layers else "nothing"
+        raise UnsupportedNodeError(
+            f"{path}: the first layer is {what}, not an input layer; netx needs input_shape for it "
+            f"(add a /layer/0 of type 'input' with the input's shape, as lava-dl's PilotNet files have)"
+        )
     inp = layers[0]
     bias_input = inp.has_neuron
     prev_shape = inp.shape
