@@ -200,3 +200,30 @@ def test_sweep_and_report_of_a_net(tmp_path):
     write_json(rec, str(tmp_path / "run.json"))
     rep = api.report(str(tmp_path / "run.json"), str(tmp_path / "run.html"))
     assert "energy" in Path(rep["paths"]["html"]).read_text().lower()
+
+
+def test_odd_weights_lava_fixed_equals_emulator(tmp_path):
+    """A file with odd mixed-sign weights (netx keeps them): the imported graph quantizes to those
+    odd integers, and lava-fixed (Lava's Dense, num_weight_bits 9) == emulator; with Lava's default
+    8 bits the last bit would be truncated."""
+    import h5py
+
+    path = dense_net(str(tmp_path / "odd.net"))
+    with h5py.File(path, "r+") as f:
+        w = np.asarray(f["layer/1/weight"][()])
+        f["layer/1/weight"][...] = np.where(w > 0, w + 1, w)  # odd positives
+    net = read_netx(path)
+    assert np.any(net.layers[1].weight % 2) and net.layers[1].weight.min() < 0
+    graph = api.import_netx(path, 1e-3)
+    _, prog = api.lower(graph)
+    fx = api.quantize(prog)
+    assert any(np.any(c.weights % 2) for c in fx.conns)
+    x = _counts(prog, 2, 10)
+    emu = api.simulate(prog, x, "emulator")
+    lava = api.simulate(prog, x, "lava-fixed")
+    assert emu.spikes["layer2"].any()
+    for k in emu.spikes:
+        assert np.array_equal(emu.spikes[k], lava.spikes[k]), k
+    ref = api.simulate(api.load_netx(path)[1], x, "emulator")
+    for k in ref.spikes:
+        assert np.array_equal(ref.spikes[k], emu.spikes[k]), k
