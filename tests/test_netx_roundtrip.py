@@ -126,6 +126,8 @@ def test_refusals(tmp_path):
     api.import_netx(path, 1e-3, output=nir_file)
     with pytest.raises(NirDeployError, match="not a lava-dl netx"):
         api.import_netx(nir_file, 1e-3)
+    with pytest.raises(NirDeployError, match="not a run record: run it first"):
+        api.report(path, str(tmp_path / "r.html"))
     import h5py
 
     with h5py.File(path, "r+") as f:  # lava-dl's tutorial layout (blocks from /layer/0) with a conv first
