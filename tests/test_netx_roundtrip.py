@@ -118,8 +118,35 @@ def test_metadata_retime_and_deploy(tmp_path):
         assert Lb.neuron["vThMant"] == La.neuron["vThMant"]
 
 
+def test_nirdeploy_written_net_round_trip(tmp_path):
+    """A .net that nirdeploy deploy wrote (a bias unit as an extra input element, a CubaLIF layer, per-layer
+    scales other than 4096) imports and deploys back to the same integers; the emulator gives its spikes."""
+    from test_netx import _counts as counts, chain
+
+    prog = chain()
+    a = str(tmp_path / "a.net")
+    api.deploy_program(prog, a)
+    graph = api.import_netx(a, prog.disc.dt)
+    assert graph_metadata(graph)["imported_from"]["written_by"] == "nirdeploy"
+    api.deploy(graph, str(tmp_path / "b.net"))
+    _same_integers(read_netx(a), read_netx(str(tmp_path / "b.net")))
+    _, pa = api.load_netx(a)
+    x = counts(pa, n=3, steps=20)
+    x[..., -1] = 1  # the bias unit's input element
+    ref = _same_spikes(a, graph, x)
+    assert all(s.any() for s in ref.spikes.values())
+
+
 def test_refusals(tmp_path):
     path = slayer_net(str(tmp_path / "s.net"))
+    import h5py
+
+    graded = str(tmp_path / "graded.net")
+    slayer_net(graded)
+    with h5py.File(graded, "r+") as f:
+        f["layer/4/neuron"].create_dataset("messageBits", data=3)
+    with pytest.raises(NirDeployError, match="layer 4 sends graded spikes"):
+        api.import_netx(graded, 1e-3)
     with pytest.raises(NirDeployError, match="positive"):
         api.import_netx(path, -1e-3)
     nir_file = str(tmp_path / "g.nir")
@@ -128,7 +155,6 @@ def test_refusals(tmp_path):
         api.import_netx(nir_file, 1e-3)
     with pytest.raises(NirDeployError, match="not a run record: run it first"):
         api.report(path, str(tmp_path / "r.html"))
-    import h5py
 
     with h5py.File(path, "r+") as f:  # lava-dl's tutorial layout (blocks from /layer/0) with a conv first
         del f["layer/0"]

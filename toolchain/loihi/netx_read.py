@@ -563,6 +563,12 @@ def import_graph(path, dt: float):
     if not is_netx(path):
         raise NirDeployError(f"{path} is not a lava-dl netx network (an HDF5 file with a /layer group)")
     net = read_netx(path)
+    for L in net.neuron_layers[:-1]:  # the last layer's messages go nowhere
+        if int(L.neuron.get("messageBits", 0)) > 0:
+            raise UnsupportedNodeError(
+                f"{path}: layer {L.index} sends graded spikes (messageBits {L.neuron['messageBits']}), which a NIR graph "
+                f"of spiking neurons cannot express; nirdeploy runs the .net as it is (simulate / compare {path})"
+            )
     with open(path, "rb") as f:
         digest = hashlib.sha256(f.read()).hexdigest()
     meta = {"imported_from": {"file": os.path.basename(str(path)), "sha256": digest, "dt": dt,
