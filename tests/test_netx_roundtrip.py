@@ -255,3 +255,15 @@ def test_odd_weights_lava_fixed_equals_emulator(tmp_path):
     ref = api.simulate(api.load_netx(path)[1], x, "emulator")
     for k in ref.spikes:
         assert np.array_equal(ref.spikes[k], emu.spikes[k]), k
+
+
+def test_calibrated_deploy_keeps_the_hint(tmp_path):
+    """deploy --data of an imported graph: the states are measured and reported, the hinted scales
+    (the file's integers) stay."""
+    path = slayer_net(str(tmp_path / "s.net"), rec=False)
+    graph = api.import_netx(path, 1e-3)
+    _, prog = api.lower(graph)
+    fx, _ = api.deploy(graph, str(tmp_path / "c.net"), calib_inputs=_counts(prog, 2, 8))
+    assert {g.limit for g in fx.groups.values()} == {"scale hint"}
+    assert "calibration" in fx.report and all(l["seen_max_abs_v"] > 0 for l in fx.report["layers"])
+    _same_integers(read_netx(path), read_netx(str(tmp_path / "c.net")))

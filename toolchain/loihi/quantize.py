@@ -143,7 +143,7 @@ def quantize(
             for key, st in stats.items():
                 g = fx.groups[key]
                 peak = max(st["max_abs_u"], st["max_abs_v"])
-                if g.role == "neuron" and peak > CALIB_FILL * STATE_MAX:
+                if g.role == "neuron" and g.limit != "scale hint" and peak > CALIB_FILL * STATE_MAX:
                     state_limit[key] = g.scale * CALIB_FILL * STATE_MAX / peak * 0.95
                     changed = True
             if not changed:
