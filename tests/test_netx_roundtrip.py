@@ -107,15 +107,33 @@ def test_metadata_retime_and_deploy(tmp_path):
     assert src["file"] == "s.net" and src["dt"] == 1e-3
     assert src["sha256"] == hashlib.sha256(Path(path).read_bytes()).hexdigest()
     assert meta["netx"]["layers"]["layer6"]["weight_exp"] == read_netx(path).layers[6].weight_exp
-    # tau: the time constants stay, the per-step decays halve at dt / 2 (euler: decay = dt / tau)
-    api.retime(out, 5e-4, "tau", output=str(tmp_path / "r.nir"))
-    api.deploy(str(tmp_path / "r.nir"), str(tmp_path / "r.net"))
-    r = read_netx(str(tmp_path / "r.net"))
-    assert r.dt == pytest.approx(5e-4)
-    for La, Lb in zip(read_netx(path).neuron_layers, r.neuron_layers):
-        assert Lb.neuron["iDecay"] == round(La.neuron["iDecay"] / 2)
-        assert abs(Lb.neuron["vDecay"] - La.neuron["vDecay"] / 2) <= 0.5
-        assert Lb.neuron["vThMant"] == La.neuron["vThMant"]
+    path = slayer_net(str(tmp_path / "nobias.net"), rec=False, biases=False)  # (a retime also scales biases)
+    out = str(tmp_path / "nobias.nir")
+    api.import_netx(path, 1e-3, output=out)
+    orig = read_netx(path).neuron_layers
+
+    def eff(L):  # the integer weight netx applies per input (exponent applied)
+        return (L.w_eff * 2.0**L.weight_exp) if L.w_eff is not None else L.weight.astype(float)
+
+    # euler at dt / 2: the per-step decays halve (decay = dt / tau) for both methods. exact keeps the
+    # charge of an input count in u (w_in / rho) and halves its step into v (dv r): the SLAYER
+    # weights (even) halve exactly, so the scale hint still holds (thresholds unchanged). tau also
+    # halves the step into u: weights / 4 are not all integers, so the usual scale is chosen
+    # (more precision) and weight / threshold is a quarter of the file's.
+    for method, factor in (("exact", 0.5), ("tau", 0.25)):
+        api.retime(out, 5e-4, method, output=str(tmp_path / f"{method}.nir"))
+        fx, _ = api.deploy(str(tmp_path / f"{method}.nir"), str(tmp_path / f"{method}.net"))
+        r = read_netx(str(tmp_path / f"{method}.net"))
+        assert r.dt == pytest.approx(5e-4)
+        assert {g.limit == "scale hint" for g in fx.groups.values()} == {method == "exact"}
+        for La, Lb in zip(orig, r.neuron_layers):
+            assert Lb.neuron["iDecay"] == round(La.neuron["iDecay"] / 2)
+            assert abs(Lb.neuron["vDecay"] - La.neuron["vDecay"] / 2) <= 0.5
+            want = eff(La) / La.neuron["vThMant"] * factor
+            got = eff(Lb) / Lb.neuron["vThMant"]
+            if method == "exact":
+                assert Lb.neuron["vThMant"] == La.neuron["vThMant"] and np.array_equal(eff(Lb), eff(La) * factor)
+            assert np.max(np.abs(got - want)) <= 0.01 * np.max(np.abs(want)), (method, La.index)
 
 
 def test_nirdeploy_written_net_round_trip(tmp_path):

@@ -44,11 +44,12 @@ lowers ``K`` of every group whose u or v came within a factor 2 of the 24-bit ra
 Scale hints: a graph whose metadata has ``quantization_hint = {"source": ..., "scales": {node: K}}``
 (``nirdeploy import-netx`` writes one: the scale of the integers the graph was read from) gets that
 ``K`` for the node's group instead of the one chosen above, and its weights are rounded to the
-nearest integer (2^-e units; not to even values) within netx's [-256, 254], so that quantizing the
-imported graph gives back the file's integers. A hint is used only where the integers it gives fit
-(weights within [-256, 254], threshold mantissa within 17 bits, bias mantissa within 13 bits); a
-group where they do not (e.g. after a retime that scaled the weights up) gets the usual ``K`` and
-its report says why (``limit``). The hint also overrides the headroom limits (threshold at a
+nearest integer (not to even values) within netx's [-256, 254], so that quantizing the imported
+graph gives back the file's integers. A hint is used only where it gives exact integers (weights,
+threshold, bias within 1e-6 of an integer: the file's, or a retime that kept them integers) that
+fit (weights within [-256, 254], threshold mantissa within 17 bits, bias mantissa within 13 bits);
+a group where they do not (e.g. after a retime that scaled the weights by a factor they do not
+divide by) gets the usual ``K``, which keeps the most precision, and its report says why (``limit``). The hint also overrides the headroom limits (threshold at a
 quarter of the range, calibration), which the original integers did not follow either.
 
 Profiles: ``"netx"`` (default; what ``nirdeploy deploy`` writes) uses weight exponent 0 and bias
@@ -173,19 +174,36 @@ def scale_hints(program) -> Dict[str, float]:
     return out
 
 
+def _off_integer(a) -> float:
+    a = np.asarray(a, dtype=np.float64)
+    return float(np.max(np.abs(a - np.rint(a)))) if a.size else 0.0
+
+
 def _hint_fits(g, incoming, K: float, profile: str) -> str:
-    """'' when scale ``K`` gives integers of group ``g`` within the hard limits, else what does not fit."""
-    for c in incoming:
-        if c.weights.size:
-            w = _round(np.asarray(c.weights, dtype=np.float64) * (K / 64.0))
-            if w.max() > WEIGHT_MANT_MAX or w.min() < -(WEIGHT_MANT_MAX + 2):
-                return f"weights of {c.key!r} beyond [-256, 254] at the hinted scale"
-    if g.spiking and g.vth > 0 and np.rint(K * g.vth / 64.0) > VTH_MANT_MAX:
-        return "threshold beyond 17 bits at the hinted scale"
-    if g.bias.size and np.max(np.abs(_round(np.asarray(g.bias, dtype=np.float64) * K / 2.0**NETX_BIAS_EXP))) > BIAS_MANT_MAX:
-        return "bias beyond 13 bits at the hinted scale"
+    """'' when scale ``K`` gives group ``g`` exact integers (weights, threshold, bias: the integers the
+    hint was recorded from, or a retime that kept them integers) within the hard limits, else what
+    does not fit. Inexact values fall back to the usual K, which keeps the most precision (a weight
+    of 0.5 units at the hinted scale would round to 0)."""
     if profile != "netx":
         return "the hint is for the netx profile"
+    for c in incoming:
+        if c.weights.size:
+            w = np.asarray(c.weights, dtype=np.float64) * (K / 64.0)
+            if _off_integer(w) > 1e-6:
+                return f"weights of {c.key!r} are not integers at the hinted scale"
+            if np.rint(w).max() > WEIGHT_MANT_MAX or np.rint(w).min() < -(WEIGHT_MANT_MAX + 2):
+                return f"weights of {c.key!r} beyond [-256, 254] at the hinted scale"
+    if g.spiking and g.vth > 0:
+        if _off_integer(K * g.vth / 64.0) > 1e-6:
+            return "threshold not an integer at the hinted scale"
+        if np.rint(K * g.vth / 64.0) > VTH_MANT_MAX:
+            return "threshold beyond 17 bits at the hinted scale"
+    if g.bias.size:
+        b = np.asarray(g.bias, dtype=np.float64) * K / 2.0**NETX_BIAS_EXP
+        if _off_integer(b) > 1e-6:
+            return "bias not an integer at the hinted scale"
+        if np.max(np.abs(np.rint(b))) > BIAS_MANT_MAX:
+            return "bias beyond 13 bits at the hinted scale"
     return ""
 
 
