@@ -228,7 +228,7 @@ def test_sweep_and_report_of_a_net(tmp_path):
                         "--method", "tau", "--backend", "emulator", "--samples", "3", "--workers", "1", "-o", str(out), "-q"],
                        capture_output=True, text=True, env=env, cwd=str(ROOT), timeout=600)  # fmt: skip
     assert r.returncode == 0, r.stderr
-    assert "lava-dl netx network, swept as its float NIR view imported at dt=0.001 s" in r.stdout
+    assert "is a lava-dl netx network: swept as its float NIR view at dt=0.001 s" in r.stdout
     import json
 
     sw = json.loads((out / "sweep.json").read_text())

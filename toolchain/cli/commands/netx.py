@@ -18,20 +18,21 @@ def cmd_import_netx(args) -> int:
 
     check_output_path(args.output, "-o", inputs=[args.model])
     graph = api.import_netx(args.model, args.dt, output=args.output)
-    if not args.quiet:
+    if not args.quiet:  # lines within 80 columns (but for long paths)
         meta = graph_metadata(graph)
         layers = meta["netx"]["layers"]
         src = meta["imported_from"]
-        print(f"read {args.model} (sha256 {src['sha256'][:16]}..., written by {src['written_by']}): "
-              f"{len(layers)} neuron layers, state scale {meta['netx']['state_scale']:g} integer units per unit")  # fmt: skip
+        print(f"read {args.model}: {len(layers)} neuron layers")
+        print(f"  written by {src['written_by']}; sha256 {src['sha256'][:16]}...")
+        print(f"  integers (state scale {meta['netx']['state_scale']:g} per float unit):")
         for name, L in layers.items():
             print(f"  {name:12s} iDecay {L['iDecay']:4d}  vDecay {L['vDecay']:4d}  vThMant {L['vThMant']:6d}  "
                   f"weight_exp {L['weight_exp']:3d}")  # fmt: skip
         if meta["netx"].get("bias_input"):
-            print(f"  the input layer {meta['netx']['bias_input']!r} is driven by its bias: the graph's input is that "
-                  f"bias (integer bias_mant per neuron, the same at every step)")  # fmt: skip
-        print(f"wrote {args.output}: euler CubaLIF at dt={args.dt:g} s (tau = dt / decay); deploy gives the file's "
-              f"integers back, retime adapts it to another dt")  # fmt: skip
+            print(f"  {meta['netx']['bias_input']!r} is driven by its bias: the graph's input is that bias")
+            print("  (integer bias_mant per neuron, the same at every step)")
+        print(f"wrote {args.output}: euler CubaLIF at dt={args.dt:g} s (tau = dt / decay)")
+        print("  deploy gives the file's integers back; retime adapts it to another dt")
     return 0
 
 

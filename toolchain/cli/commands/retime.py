@@ -72,8 +72,10 @@ def cmd_sweep(args) -> int:
                      "" if r.get(metric) is None else r[metric],
                      "" if r.get("spikes_per_sample") is None else r["spikes_per_sample"],
                      r.get("error", "")[:60]])
-    if res.get("imported_from"):
-        print(f"{args.model}: {res['imported_from']['note']} (wrote {res['imported_from']['graph']})")
+    imp = res.get("imported_from")
+    if imp:  # a .net: what was swept (sweep.json has the same under imported_from)
+        print(f"{args.model} is a lava-dl netx network: swept as its float NIR view at dt={imp['dt']:g} s")
+        print(f"  (as nirdeploy import-netx writes it: {imp['graph']}; each cell retimes that graph)")
     print_recommendation(res)
     if not args.quiet:
         new_console().print(table(f"sweep on {args.backend} (trained at dt={res['source_dt'] * 1e3:g} ms)",
