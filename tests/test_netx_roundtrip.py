@@ -240,6 +240,10 @@ def test_sweep_and_report_of_a_net(tmp_path):
     assert row["spikes_per_sample"] == pytest.approx(sum(float(s.sum()) for s in res.spikes.values()) / 3)
     rep = api.report(str(out), str(tmp_path / "sw.html"))
     assert os.path.getsize(rep["paths"]["html"]) > 0
+    sw2 = api.sweep(path, "default", [2e-3], ["tau"], backend="emulator", output=str(tmp_path / "sw2"), source_dt=2e-3,
+                    samples=2, workers=1, progress=False)  # fmt: skip
+    assert sw2["imported_from"]["dt"] == pytest.approx(2e-3) and sw2["source_dt"] == pytest.approx(2e-3)
+    assert graph_metadata(api.load(sw2["imported_from"]["graph"]))["dt"] == pytest.approx(2e-3)
     rec = api.run_record(res, prog, labels=api.load_inputs(prog, data="default", samples=3)["labels"], model=path)
     from toolchain.analysis.records import write_json
 
