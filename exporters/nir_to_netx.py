@@ -582,6 +582,11 @@ def write_netx(fx: FixedNetwork, path: str, extra: Optional[Dict[str, object]] =
             f"the input carries one more {layers[0]['bias_channel']} than the graph's input, LAST, which must be 1 at "
             f"every step: it feeds the constant into the first layer's synaptic current (a bias unit)"
         )
+    if "neuron" in layers[0]:  # a bias-driven input layer (written back from an imported PilotNet-style file)
+        desc["input_order"] = (
+            "none: the input layer's neurons are driven by their bias; set net.layers[0].neuron.bias_mant "
+            "(a (W, H, C) array for a 3D input) to the input before each sample"
+        )
     hosts = [l["node"] for l in layers if "bias_host" in l]
     if hosts:
         desc["bias_units"] = (

@@ -89,7 +89,7 @@ def test_pilotnet_import_deploy_and_emulator(tmp_path):
     graph = api.import_netx(str(PILOTNET), 1e-3)
     fx, desc = api.deploy(graph, str(tmp_path / "back.net"))
     back = read_netx(str(tmp_path / "back.net"))
-    assert back.bias_input and desc["layers"][0]["type"] == "input"
+    assert back.bias_input and desc["layers"][0]["type"] == "input" and "bias_mant" in desc["input_order"]
     _same_integers(net, back)
     img = np.random.default_rng(0).integers(0, 256, (1, 3, 66, 200))
     ref = _same_spikes(str(PILOTNET), graph, np.repeat(img[:, None], 4, axis=1).astype(float))

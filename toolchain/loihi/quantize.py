@@ -49,8 +49,9 @@ graph gives back the file's integers. A hint is used only where it gives exact i
 threshold, bias within 1e-6 of an integer: the file's, or a retime that kept them integers) that
 fit (weights within [-256, 254], threshold mantissa within 17 bits, bias mantissa within 13 bits);
 a group where they do not (e.g. after a retime that scaled the weights by a factor they do not
-divide by) gets the usual ``K``, which keeps the most precision, and its report says why (``limit``). The hint also overrides the headroom limits (threshold at a
-quarter of the range, calibration), which the original integers did not follow either.
+divide by) gets the usual ``K``, which keeps the most precision, and its report says why
+(``limit``). The hint also overrides the headroom limits (threshold at a quarter of the range,
+calibration), which the original integers did not follow either.
 
 Profiles: ``"netx"`` (default; what ``nirdeploy deploy`` writes) uses weight exponent 0 and bias
 exponent 6 everywhere. ``"loihi"`` additionally gives Dense connections a negative weight exponent
