@@ -6,6 +6,9 @@ the layer list netx reads (``lava/lib/dl/netx/hdf5.py``, the layout of lava-dl S
 
     /layer/0   type "input", shape (C, H, W) or (n,)            -- shape only: the input is fed
                                                                    straight into layer 1's synapse
+               (a graph imported from a netx file with a bias-driven input layer, metadata
+               netx.bias_input: that layer is written back as the input layer's neuron group,
+               lava-dl's PilotNet layout; the input then sets its bias)
     /layer/i   type "dense" | "dense_rec" | "conv" | "flatten"
                weight (int; dense [out, in], conv [out, in/groups, kH, kW]), weight_rec (dense_rec),
                bias (int, added as bias << 6; dense [out], conv [W, H, C]), stride / padding /
@@ -71,7 +74,7 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 
 from toolchain.errors import NirDeployError, UnsupportedNodeError
-from toolchain.loihi.bits import BIAS_MANT_MAX, NETX_BIAS_EXP
+from toolchain.loihi.bits import BIAS_MANT_MAX, DECAY_UNITY, NETX_BIAS_EXP
 from toolchain.program.interpreter import incoming
 from toolchain.loihi.fixed import FixedNetwork
 
@@ -179,6 +182,14 @@ def netx_layers(fx: FixedNetwork) -> List[Dict[str, object]]:
         }
         src_idx = fx.plan.inputs[fx.base_of(c.src)[0]].idx if prev_key is None else fx.groups[prev_key].idx
         src_idx = np.asarray(src_idx)
+        if prev_key is None and _bias_driven_input(fx, name, c, rec, units):  # lava-dl's PilotNet input layer
+            neuron["iDecay"] = DECAY_UNITY  # netx never drives this layer's current
+            layers[0].update(node=name, neuron=neuron, group=g.key)
+            if np.any(g.bias_mant):
+                raise UnsupportedNodeError(f"{_what(prog, name)}: a bias-driven input layer has no bias of its own")
+            prev_key, prev_node, prev_layer = g.key, name, layers[0]
+            prev_3d = len(in_shape) == 3
+            continue
         layer: Dict[str, object] = {"node": name, "neuron": neuron, "group": g.key}
         if c.kind == "conv":
             if rec:
@@ -227,7 +238,7 @@ def netx_layers(fx: FixedNetwork) -> List[Dict[str, object]]:
                 _bias_from_input(prog, name, layers[0], layer, g, w)
             else:
                 _bias_from_host(prog, name, prev_layer, layer, g, w, layers)
-        if np.any(np.abs(layer["weight"]) > 254):  # pragma: no cover - the quantizer clips to 254
+        if np.any(layer["weight"] > 254) or np.any(layer["weight"] < -256):  # pragma: no cover - the quantizer clips
             raise NirDeployError(f"{_what(prog, name)}: weights beyond netx's range [-256, 254]")
         layers.append(layer)
         prev_key, prev_node, prev_layer = g.key, name, layer
@@ -244,6 +255,23 @@ def netx_layers(fx: FixedNetwork) -> List[Dict[str, object]]:
                 f"layer {last!r}{also}; a netx network outputs the last layer's spikes{_ELSEWHERE}"
             )
     return layers
+
+
+def _bias_driven_input(fx: FixedNetwork, name: str, c, rec, units) -> bool:
+    """The first layer is a bias-driven netx input layer (a graph imported from such a file, metadata
+    ``netx.bias_input`` names it): fed by the input through an identity synapse of weight 1 (the
+    input is its bias, bias_mant) with current decay 4096 (u is the input of the step)."""
+    netx = (fx.program.metadata or {}).get("netx") or {}
+    if not isinstance(netx, dict) or netx.get("bias_input") != name or rec or units:
+        return False
+    g = fx.groups[c.dst]
+    w = np.asarray(c.weights)
+    if c.kind == "conv":
+        C = w.shape[0]
+        ident = w.shape == (C, 1, 1, C) and np.array_equal(w.reshape(C, C), np.eye(C, dtype=w.dtype))
+    else:
+        ident = w.shape[0] == w.shape[1] and np.array_equal(w, np.eye(w.shape[0], dtype=w.dtype))
+    return bool(ident and c.weight_exp == 0 and int(g.du) + 1 == DECAY_UNITY)
 
 
 # --------------------------------------------------------------------------- bias units in a .net
@@ -561,6 +589,11 @@ def write_netx(fx: FixedNetwork, path: str, extra: Optional[Dict[str, object]] =
         desc["bias_input"] = (
             f"the input carries one more {layers[0]['bias_channel']} than the graph's input, LAST, which must be 1 at "
             f"every step: it feeds the constant into the first layer's synaptic current (a bias unit)"
+        )
+    if "neuron" in layers[0]:  # a bias-driven input layer (written back from an imported PilotNet-style file)
+        desc["input_order"] = (
+            "none: the input layer's neurons are driven by their bias; set net.layers[0].neuron.bias_mant "
+            "(a (W, H, C) array for a 3D input) to the input before each sample"
         )
     hosts = [l["node"] for l in layers if "bias_host" in l]
     if hosts:

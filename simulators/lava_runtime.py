@@ -149,6 +149,16 @@ def new_recording(workdir: str, kind: str, index: int, n: int, total: int) -> st
     return path
 
 
+def _weight_bits(w: np.ndarray) -> int:
+    """Lava Dense's ``num_weight_bits`` that keeps every mantissa: 8, or 9 for a mixed-sign matrix with
+    odd weights (Lava truncates 8 - num_weight_bits + 1 bits of mixed-sign weights; netx's
+    optimize_weight_bits passes 9 there too). The quantizer writes even weights except for a layer
+    at a scale hint (toolchain/loihi/quantize.py), whose integers come from a file."""
+    w = np.asarray(w)
+    mixed = bool(w.size and w.min() < 0 < w.max())
+    return 9 if mixed and bool(np.any(w % 2)) else 8
+
+
 def connect_synapses(procs: Dict[str, object], conns, n_of: Dict[str, int], fixed_point: bool = False) -> None:
     """Create a Lava Conv or Dense process for every planned connection and wire it between its
     source's ``s_out`` and its target group's ``a_in``; ``procs`` gains them under ``conn.key``.
@@ -179,7 +189,7 @@ def connect_synapses(procs: Dict[str, object], conns, n_of: Dict[str, int], fixe
             src.s_out.reshape(p["input_shape"]).connect(conn.s_in)
             conn.a_out.reshape((n_of[c.dst],)).connect(dst.a_in)
         else:
-            fixed = dict(weight_exp=int(c.weight_exp), num_weight_bits=8) if fixed_point else {}
+            fixed = dict(weight_exp=int(c.weight_exp), num_weight_bits=_weight_bits(weights)) if fixed_point else {}
             conn = Dense(weights=weights, num_message_bits=nmb, name=c.key, **fixed)
             src.s_out.connect(conn.s_in)
             conn.a_out.connect(dst.a_in)

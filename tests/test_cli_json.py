@@ -129,6 +129,14 @@ def test_deploy_json(demo, capsys):
     assert obj["quantization"]
 
 
+def test_import_netx_json(demo, capsys):
+    assert main(["deploy", str(demo / "m.nir"), "-o", str(demo / "i.net"), "-q"]) == 0
+    capsys.readouterr()
+    obj, _ = run_json(capsys, ["import-netx", str(demo / "i.net"), "--dt", "1e-3", "-o", str(demo / "i.nir")])
+    assert obj["output"] == str(demo / "i.nir") and obj["dt"] == pytest.approx(1e-3)
+    assert len(obj["imported_from"]["sha256"]) == 64 and obj["netx"]["layers"]
+
+
 def test_report_json(demo, capsys):
     assert main(["simulate", str(demo / "m.nir"), "--data", "default", "--samples", "2", "-q", "-o",
                  str(demo / "run2.json")]) == 0  # fmt: skip

@@ -13,6 +13,7 @@ pipeline (docs/api.md has a worked example):
     sweep           target timesteps x retiming methods -> accuracy / spikes table and plots
     quantize        a Program -> Loihi fixed point (``FixedNetwork``), calibrated on data if given
     deploy          a ``.nir`` file -> a lava-dl netx ``.net`` file
+    import_netx     a lava-dl netx ``.net`` -> a float NIR graph at one timestep (deploy gives its integers back)
     report          a run record or sweep -> HTML and Markdown report
 
 One meaning of ``dt`` everywhere: the timestep the model runs at (or is retimed to). The
@@ -32,7 +33,7 @@ from toolchain.errors import NirDeployError
 
 __all__ = [
     "export", "export_checkpoint", "load", "inspect", "retime", "lower", "load_inputs", "simulate", "run_record",
-    "compare", "sweep", "quantize", "deploy", "deploy_program", "report",
+    "compare", "sweep", "quantize", "deploy", "deploy_program", "report", "import_netx",
 ]
 
 
@@ -115,6 +116,23 @@ def load_netx(path, dt: Optional[float] = None):
     return graph, program
 
 
+def import_netx(path, dt: float, output: Optional[str] = None):
+    """A lava-dl netx ``.net`` as a float NIR graph at timestep ``dt`` (seconds; the integers have no
+    time: dt fixes the time constants, tau = dt / decay). The graph is the file's float view
+    (``toolchain.loihi.netx_read.netx_graph``: weights, thresholds and biases in SLAYER's units with
+    the weight exponents applied, CubaLIF time constants from iDecay / vDecay) with metadata
+    ``imported_from`` (file name, sha256, dt), ``netx`` (the per-layer integers and their scale) and
+    ``quantization_hint``, so that ``deploy`` of it writes the file's integers back and the emulator
+    gives the file's spikes; ``retime`` works on it like on any graph. Writes ``output`` when given."""
+    from toolchain.ir import save_graph
+    from toolchain.loihi.netx_read import import_graph
+
+    graph = import_graph(path, dt)
+    if output:
+        save_graph(graph, output)
+    return graph
+
+
 def _graph(model):
     return load(model) if isinstance(model, (str, os.PathLike)) else model
 
@@ -189,6 +207,8 @@ def netx_summary(path) -> List[Dict[str, Any]]:
             r["driven_by"] = f"its bias (bias_mant): --input sets it, one value per neuron, {bias_order(L.shape)}"
         if L.extra:
             r["ignored_by_netx"] = dict(L.extra)
+        if L.index < 0:
+            r["note"] = "not in the file: netx takes the input size from the first dense layer's weights"
         rows.append(r)
     return rows
 

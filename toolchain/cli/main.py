@@ -118,6 +118,11 @@ def cmd_inspect(args) -> int:
     shown = {k: meta[k] for k in keys if k in meta}
     console.print(f"[bold]{args.model}[/bold]")
     console.print("metadata: " + (", ".join(f"{k}={v}" for k, v in shown.items()) if shown else "none (graph written by another tool: run it with --dt; retime it with --source-dt and --method)"))
+    src = meta.get("imported_from")
+    if isinstance(src, dict):  # nirdeploy import-netx: the float view of a .net's integers
+        hint = "; deploy quantizes it at the file's scales (metadata quantization_hint)" if meta.get("quantization_hint") else ""
+        console.print(f"imported from {src.get('file')} ({src.get('format')}, sha256 {str(src.get('sha256'))[:16]}..., "
+                      f"written by {src.get('written_by')}) at dt={src.get('dt')}{hint}")  # fmt: skip
     rows = []
     for n in info["nodes"]:
         p = n.get("params", {})
@@ -138,6 +143,8 @@ def cmd_inspect(args) -> int:
         for r in info["netx"]:
             if r.get("driven_by"):
                 console.print(f"input layer {r['layer']}: driven by {r['driven_by']}")
+            if r.get("note"):
+                console.print(f"input layer: {r['note']}")
     if info.get("problem"):  # the nodes are shown above; the graph cannot run as it is
         raise NirDeployError(info["problem"])
     return 0
@@ -365,7 +372,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 #: modules that add subcommands (each defines ``register(subparsers)``)
-COMMAND_MODULES: List[str] = ["toolchain.cli.commands.retime", "toolchain.cli.commands.report", "toolchain.cli.commands.deploy"]
+COMMAND_MODULES: List[str] = ["toolchain.cli.commands.retime", "toolchain.cli.commands.report", "toolchain.cli.commands.deploy",
+                                 "toolchain.cli.commands.netx"]
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -18,6 +18,9 @@
   netx's CUBA (LIF) neuron; ``messageBits`` > 0 makes the next synapse graded;
 * the first synapse receives graded input (nirdeploy's protocol: ``input_message_bits=16``)
   unless the input layer is itself a neuron layer;
+* a file whose first layer is dense (lava-dl's tutorials export their blocks from ``/layer/0`` on)
+  gets an input layer of the first weight's input size, as netx does; a first conv layer without
+  an input layer is refused (netx itself then needs ``input_shape``);
 * an input layer with a ``neuron`` group (lava-dl's PilotNet) is a layer of CUBA neurons whose
   only drive is their bias: netx leaves its input port unconnected and the caller sets
   ``bias_mant`` (one value per neuron; netx's array is (W, H, C), nirdeploy's input is NIR
@@ -31,7 +34,12 @@ other than CUBA are refused by name.
 SLAYER's units (state scale 4096: weight = w / 64 with the exponent applied, threshold =
 vThMant / 64, bias per step = bias / 64), euler scheme with the current input convention at
 ``dt``: CubaLIF with ``tau_syn = dt / du``, ``w_in = 1 / du``, ``tau_mem = dt / dv``, ``r = 1 / dv``,
-``v_leak = bias / dv`` (decays of 0 become 1e-9 per step).
+``v_leak = bias / dv`` (decays of 0 become 1e-9 per step). A bias-driven input layer is a LIF
+(``tau = dt / dv``, ``r = 1 / (64 dv)``: an input of b per step adds the bias b << 6 to v; its
+iDecay plays no part, netx never drives its current) fed by the input through an identity synapse
+(a 1x1 Conv2d, or a Linear for a flat input). The metadata's ``quantization_hint`` gives every layer
+the scale 4096, so that ``deploy`` of the graph writes the file's integers back
+(``toolchain/loihi/quantize.py``), and ``netx`` records the source, dt and per-layer integers.
 
 ``netx_fixed(net, program) -> FixedNetwork``: the integers above as the fixed network the emulator
 runs (bit-exactly what Lava computes with them).
@@ -257,8 +265,18 @@ def read_netx(path) -> NetxNet:
 
 def _resolve(path: str, layers: List[NetxLayer], desc, dt) -> NetxNet:
     """Shapes, orders, the effective dense weights and graded flags; consistency checks."""
+    if layers and layers[0].type in ("dense", "dense_rec"):
+        # lava-dl's tutorials export the blocks from /layer/0 on: netx then takes the input size from
+        # the first dense layer's weights (hdf5.Network._create); the reader adds the input layer
+        w = layers[0].weight
+        n_in = int(w.shape[1]) if w.ndim == 2 else int(w.size // max(1, int(np.prod(layers[0].shape))))
+        layers.insert(0, NetxLayer(index=-1, type="input", shape=(n_in,)))
     if not layers or layers[0].type != "input":
-        raise UnsupportedNodeError(f"{path}: the first layer is not an input layer")
+        what = f"a {layers[0].type} layer" if layers else "nothing"
+        raise UnsupportedNodeError(
+            f"{path}: the first layer is {what}, not an input layer; netx needs input_shape for it "
+            f"(add a /layer/0 of type 'input' with the input's shape, as lava-dl's PilotNet files have)"
+        )
     inp = layers[0]
     bias_input = inp.has_neuron
     prev_shape = inp.shape
@@ -389,10 +407,14 @@ def netx_graph(net: NetxNet, dt: float = 1e-3, metadata: Optional[Dict[str, obje
                                               groups=int(L.groups), bias=np.zeros(w.shape[0]))  # fmt: skip
         elif L.type in ("dense", "dense_rec"):
             nodes[f"w{L.index}"] = nir.Linear(weight=L.w_eff.astype(np.float64) * 2.0**L.weight_exp / 64.0)
-        if L.type != "input":
-            edges += [(prev, f"w{L.index}"), (f"w{L.index}", name)]
-        else:
-            edges.append((prev, name))
+        if L.type == "input":  # the input (its bias) through an identity synapse: a plain graph of the network
+            C = net.input_shape[0] if len(net.input_shape) == 3 else None
+            nodes[f"w{L.index}"] = (
+                nir.Conv2d(input_shape=None, weight=np.eye(C).reshape(C, C, 1, 1), stride=np.array([1, 1]),
+                           padding=np.array([0, 0]), dilation=np.array([1, 1]), groups=1, bias=np.zeros(C))
+                if C is not None else nir.Linear(weight=np.eye(L.n))
+            )  # fmt: skip
+        edges += [(prev, f"w{L.index}"), (f"w{L.index}", name)]
         nodes[name] = node
         if L.type == "dense_rec":
             nodes[f"w{L.index}_rec"] = nir.Linear(weight=L.w_rec_eff.astype(np.float64) * 2.0**L.weight_exp / 64.0)
@@ -407,7 +429,9 @@ def netx_graph(net: NetxNet, dt: float = 1e-3, metadata: Optional[Dict[str, obje
         "dt": dt, "scheme": "euler", "input_convention": "current", "reset": "value", "v_init": "v_reset",
         "source_framework": "lava-dl netx", "readout": "sum",
         "netx": {"source": str(net.path), "dt": dt, "state_scale": STATE_SCALE, "bias_exp": BIAS_EXP,
-                 "bias_input": bool(net.bias_input), "layers": scales},
+                 "bias_input": node_name(net.layers[0]) if net.bias_input else False, "layers": scales},
+        # toolchain/loihi/quantize.py: quantize every layer at the file's scale (gives back its integers)
+        "quantization_hint": {"source": "lava-dl netx file", "scales": {k: STATE_SCALE for k in scales}},
     }  # fmt: skip
     meta.update(metadata or {})
     return make_graph(nodes, edges, meta)
@@ -518,3 +542,43 @@ def bias_of(net: NetxNet, x: np.ndarray) -> np.ndarray:
     if np.any(np.abs(b) > 32767) or np.any(b != np.rint(b)):
         raise NirDeployError("a bias-driven input layer takes integer biases within Lava's 16 bits (|b| <= 32767)")
     return b.astype(np.int64)
+
+
+# --------------------------------------------------------------------------- import
+def import_graph(path, dt: float):
+    """The float NIR graph of the ``.net`` at ``path`` at timestep ``dt`` (``nirdeploy import-netx``):
+    :func:`netx_graph` with metadata ``imported_from`` (file name, sha256, dt), every node declaring
+    its shapes (the export pipeline), ready to save, retime and deploy."""
+    import hashlib
+    import os
+
+    from toolchain.passes.pipelines import run_pipeline
+
+    try:
+        dt = float(dt)
+    except (TypeError, ValueError):
+        raise NirDeployError(f"--dt must be a number of seconds, got {dt!r}") from None
+    if not np.isfinite(dt) or dt <= 0:
+        raise NirDeployError(f"--dt must be a positive number of seconds, got {dt!r}")
+    if not is_netx(path):
+        raise NirDeployError(f"{path} is not a lava-dl netx network (an HDF5 file with a /layer group)")
+    net = read_netx(path)
+    for L in net.neuron_layers[:-1]:  # the last layer's messages go nowhere
+        if int(L.neuron.get("messageBits", 0)) > 0:
+            raise UnsupportedNodeError(
+                f"{path}: layer {L.index} sends graded spikes (messageBits {L.neuron['messageBits']}), which a NIR graph "
+                f"of spiking neurons cannot express; nirdeploy runs the .net as it is (simulate / compare {path})"
+            )
+    with open(path, "rb") as f:
+        digest = hashlib.sha256(f.read()).hexdigest()
+    meta = {"imported_from": {"file": os.path.basename(str(path)), "sha256": digest, "dt": dt,
+                              "format": "lava-dl netx hdf5",
+                              "written_by": "nirdeploy" if net.description else "lava-dl (or another tool)"}}  # fmt: skip
+    return run_pipeline(netx_graph(net, dt, metadata=meta), "export")
+
+
+def default_dt(path) -> float:
+    """The dt a ``.net`` runs at when none is given: the one nirdeploy recorded, else 1 ms (lava-dl
+    files carry none; the integers have no time)."""
+    net = read_netx(path)
+    return float(net.dt) if net.dt else 1e-3

@@ -41,6 +41,18 @@ mantissa at most 2^15 (a quarter of the 24-bit range; 2^14 for gated recurrent s
 bias mantissa within 13 bits. With calibration inputs (and a ``measure``: the emulator) the pass also runs them and
 lowers ``K`` of every group whose u or v came within a factor 2 of the 24-bit range.
 
+Scale hints: a graph whose metadata has ``quantization_hint = {"source": ..., "scales": {node: K}}``
+(``nirdeploy import-netx`` writes one: the scale of the integers the graph was read from) gets that
+``K`` for the node's group instead of the one chosen above, and its weights are rounded to the
+nearest integer (not to even values) within netx's [-256, 254], so that quantizing the imported
+graph gives back the file's integers. A hint is used only where it gives exact integers (weights,
+threshold, bias within 1e-6 of an integer: the file's, or a retime that kept them integers) that
+fit (weights within [-256, 254], threshold mantissa within 17 bits, bias mantissa within 13 bits);
+a group where they do not (e.g. after a retime that scaled the weights by a factor they do not
+divide by) gets the usual ``K``, which keeps the most precision, and its report says why
+(``limit``). The hint also overrides the headroom limits (threshold at a quarter of the range,
+calibration), which the original integers did not follow either.
+
 Profiles: ``"netx"`` (default; what ``nirdeploy deploy`` writes) uses weight exponent 0 and bias
 exponent 6 everywhere. ``"loihi"`` additionally gives Dense connections a negative weight exponent
 where the layer's ``K`` is below what their weights could use (more mantissa bits, the sum is
@@ -133,7 +145,7 @@ def quantize(
             for key, st in stats.items():
                 g = fx.groups[key]
                 peak = max(st["max_abs_u"], st["max_abs_v"])
-                if g.role == "neuron" and peak > CALIB_FILL * STATE_MAX:
+                if g.role == "neuron" and g.limit != "scale hint" and peak > CALIB_FILL * STATE_MAX:
                     state_limit[key] = g.scale * CALIB_FILL * STATE_MAX / peak * 0.95
                     changed = True
             if not changed:
@@ -145,9 +157,62 @@ def quantize(
     return fx
 
 
+def scale_hints(program) -> Dict[str, float]:
+    """``{node: K}`` from the graph's metadata ``quantization_hint`` (see the module docstring)."""
+    hint = (getattr(program, "metadata", None) or {}).get("quantization_hint") or {}
+    scales = hint.get("scales") if isinstance(hint, dict) else None
+    if not isinstance(scales, dict):
+        return {}
+    out = {}
+    for node, K in scales.items():
+        try:
+            K = float(K)
+        except (TypeError, ValueError):
+            raise NirDeployError(f"metadata quantization_hint: the scale of node {node!r} is not a number ({K!r})") from None
+        if not np.isfinite(K) or K <= 0:
+            raise NirDeployError(f"metadata quantization_hint: the scale of node {node!r} must be positive, got {K!r}")
+        out[str(node)] = K
+    return out
+
+
+def _off_integer(a) -> float:
+    a = np.asarray(a, dtype=np.float64)
+    return float(np.max(np.abs(a - np.rint(a)))) if a.size else 0.0
+
+
+def _hint_fits(g, incoming, K: float, profile: str) -> str:
+    """'' when scale ``K`` gives group ``g`` exact integers (weights, threshold, bias: the integers the
+    hint was recorded from, or a retime that kept them integers) within the hard limits, else what
+    does not fit. Inexact values fall back to the usual K, which keeps the most precision (a weight
+    of 0.5 units at the hinted scale would round to 0)."""
+    if profile != "netx":
+        return "the hint is for the netx profile"
+    for c in incoming:
+        if c.weights.size:
+            w = np.asarray(c.weights, dtype=np.float64) * (K / 64.0)
+            if _off_integer(w) > 1e-6:
+                return f"weights of {c.key!r} are not integers at the hinted scale"
+            if np.rint(w).max() > WEIGHT_MANT_MAX or np.rint(w).min() < -(WEIGHT_MANT_MAX + 2):
+                return f"weights of {c.key!r} beyond [-256, 254] at the hinted scale"
+    if g.spiking and g.vth > 0:
+        if _off_integer(K * g.vth / 64.0) > 1e-6:
+            return "threshold not an integer at the hinted scale"
+        if np.rint(K * g.vth / 64.0) > VTH_MANT_MAX:
+            return "threshold beyond 17 bits at the hinted scale"
+    if g.bias.size:
+        b = np.asarray(g.bias, dtype=np.float64) * K / 2.0**NETX_BIAS_EXP
+        if _off_integer(b) > 1e-6:
+            return "bias not an integer at the hinted scale"
+        if np.max(np.abs(np.rint(b))) > BIAS_MANT_MAX:
+            return "bias beyond 13 bits at the hinted scale"
+    return ""
+
+
 def _quantize_plan(
     program, plan, profile: str, state_limit: Dict[str, float], x_max: float = 1.0, calibrated: bool = False
 ) -> FixedNetwork:
+    hints = scale_hints(program)
+    hinted = set()  # groups quantized at their hinted scale
     groups: Dict[str, FixedGroup] = {}
     conns: List[FixedConn] = []
     by_dst: Dict[str, list] = {}
@@ -223,7 +288,14 @@ def _quantize_plan(
                 K2_limit = min(up, key=up.get)
                 if up[K2_limit] > K:
                     K, limit = float(up[K2_limit]), K2_limit
-        if g.role == "neuron" and g.spiking and g.vth > 0 and K * g.vth / 64.0 >= EXACT_VTH_MIN:
+        if g.role == "neuron" and g.node in hints:
+            why = _hint_fits(g, incoming, hints[g.node], profile)
+            if why:
+                limit = f"{limit} (scale hint not used: {why})"
+            else:
+                K, limit = hints[g.node], "scale hint"
+                hinted.add(key)
+        if key not in hinted and g.role == "neuron" and g.spiking and g.vth > 0 and K * g.vth / 64.0 >= EXACT_VTH_MIN:
             # lower K a little so that the threshold is an exact mantissa: v and the threshold then
             # share one scale exactly, and the weights lose at most 1/EXACT_VTH_MIN of their range
             K = 64.0 * math.floor(K * g.vth / 64.0 + 1e-9) / g.vth
@@ -281,7 +353,7 @@ def _quantize_plan(
                 dst=c.dst,
                 kind=c.kind,
                 graded=bool(c.graded),
-                weights=quantize_weights(W, K, e),
+                weights=_hinted_weights(W, K) if c.dst in hinted else quantize_weights(W, K, e),
                 weight_exp=e,
                 conv=dict(c.conv),
                 w_float=W,
@@ -298,6 +370,11 @@ def quantize_keep(keep) -> np.ndarray:
     """The kept fractions of a partial reset as integers of 1 / 2^12 (round to nearest, in [0, 4096])."""
     k = np.asarray(keep, dtype=np.float64)
     return np.clip(_round(k * 2.0**KEEP_BITS), 0, 2**KEEP_BITS).astype(np.int64)
+
+
+def _hinted_weights(W: np.ndarray, K: float) -> np.ndarray:
+    """Integer weights round(K W / 64) in netx's range [-256, 254] (a hinted group, exponent 0)."""
+    return np.clip(_round(np.asarray(W, dtype=np.float64) * (K / 64.0)), -(WEIGHT_MANT_MAX + 2), WEIGHT_MANT_MAX)
 
 
 def _quantize_subtract(g, K: float, vth_mant: int) -> np.ndarray:

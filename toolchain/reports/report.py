@@ -43,7 +43,14 @@ def load_input(path: str) -> Tuple[str, dict]:
     """("run", record) or ("sweep", sweep) from a run record, a sweep.json or a sweep directory."""
     from toolchain.analysis.records import read_json
 
+    from toolchain.loihi.netx_read import is_netx
+
     p = path
+    if not os.path.isdir(p) and is_netx(p):  # a report is of runs: say how to get one from a .net
+        raise NirDeployError(
+            f"{path} is a lava-dl netx network, not a run record: run it first (nirdeploy simulate {path} --data D "
+            f"-o RUN.json, or nirdeploy sweep {path} --source-dt S --data D --dt ... --method ... -o DIR) and report that"
+        )
     if os.path.isdir(p):
         p = os.path.join(p, "sweep.json")
         if not os.path.exists(p):

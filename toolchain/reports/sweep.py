@@ -229,6 +229,11 @@ def sweep(
     from toolchain.ir import graph_metadata
     from toolchain.program import lower
 
+    imported = None
+    from toolchain.loihi.netx_read import is_netx
+
+    if is_netx(model_path):  # a lava-dl .net: swept as its float view imported at its dt (import-netx)
+        model_path, imported = _import_netx(model_path, out_dir, source)
     graph = _validate(model_path, data, dts, methods, samples)
     if source is None and "dt" not in graph_metadata(graph):
         raise NirDeployError(
@@ -250,7 +255,24 @@ def sweep(
     with lock_folder(out_dir):
         return _sweep_locked(graph, model_path, data, dts, methods, backend, out_dir, samples, workers, progress,
                              source, profile, src, src_dt, file_sha256(model_path), dataset_identity(data),
-                             lava_check=int(lava_check), lava_backend=lava_backend)  # fmt: skip
+                             imported, lava_check=int(lava_check), lava_backend=lava_backend)  # fmt: skip
+
+
+def _import_netx(path: str, out_dir: str, source: Optional[dict]):
+    """``(OUT/imported.nir, what was done)``: the ``.net`` imported at ``source``'s dt (--source-dt),
+    else at the dt the file records, else 1 ms (``toolchain.loihi.netx_read.import_graph``)."""
+    from toolchain.ir import save_graph
+    from toolchain.loihi.netx_read import default_dt, import_graph
+
+    dt = float(source["dt"]) if source and source.get("dt") else default_dt(path)
+    graph = import_graph(path, dt)
+    os.makedirs(out_dir, exist_ok=True)
+    out = os.path.join(out_dir, "imported.nir")
+    save_graph(graph, out)
+    info = dict(graph.metadata["imported_from"], path=str(path), graph=out,
+                note=f"a lava-dl netx network, swept as its float NIR view imported at dt={dt:g} s "
+                     f"(nirdeploy import-netx {path} --dt {dt:g}); each cell retimes that graph")  # fmt: skip
+    return out, info
 
 
 def _worker_init(parent: int) -> None:
@@ -275,7 +297,8 @@ def _cached_row(path: str, key: Dict[str, Any]) -> Optional[Dict]:
 
 
 def _sweep_locked(graph, model_path, data, dts, methods, backend, out_dir, samples, workers, progress, source,
-                  profile, src, src_dt, model_sha256, data_identity, lava_check=0, lava_backend="lava-fixed") -> Dict:  # fmt: skip
+                  profile, src, src_dt, model_sha256, data_identity, imported=None, lava_check=0,
+                  lava_backend="lava-fixed") -> Dict:  # fmt: skip
     os.makedirs(os.path.join(out_dir, "cells"), exist_ok=True)
     prof = _profile(backend, profile)
     src_meta = src.to_metadata()
@@ -331,6 +354,8 @@ def _sweep_locked(graph, model_path, data, dts, methods, backend, out_dir, sampl
         "samples": samples,
         "rows": ordered,
     }
+    if imported:
+        result["imported_from"] = imported
     from toolchain.analysis.recommend import recommendation
 
     result["recommendation"] = recommendation(result)  # the deployment answer (docs/retiming.md)

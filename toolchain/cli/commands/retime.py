@@ -62,12 +62,13 @@ def _source_of(args, graph):
 def cmd_sweep(args) -> int:
     from toolchain.reports.console import console as new_console, table
     from toolchain.ir import load_graph
+    from toolchain.api import is_netx, load
     from toolchain.reports.sweep import sweep
 
     check_output_dir(args.output, "-o")
     dts = _floats(args.dt, "--dt")
     methods = [m.strip() for m in args.method.split(",") if m.strip()]
-    source = _source_of(args, load_graph(args.model))
+    source = _source_of(args, load_graph(args.model) if not is_netx(args.model) else load(args.model))
     res = sweep(
         args.model, args.data, dts, methods, args.backend, args.output,
         samples=args.samples, workers=args.workers, progress=not args.quiet, source=source, profile=args.profile,
@@ -80,6 +81,10 @@ def cmd_sweep(args) -> int:
                      "" if r.get(metric) is None else r[metric],
                      "" if r.get("spikes_per_sample") is None else r["spikes_per_sample"],
                      r.get("error", "")[:60]])
+    imp = res.get("imported_from")
+    if imp:  # a .net: what was swept (sweep.json has the same under imported_from)
+        print(f"{args.model} is a lava-dl netx network: swept as its float NIR view at dt={imp['dt']:g} s")
+        print(f"  (as nirdeploy import-netx writes it: {imp['graph']}; each cell retimes that graph)")
     print_recommendation(res)
     if not args.quiet:
         new_console().print(table(f"sweep on {args.backend} (trained at dt={res['source_dt'] * 1e3:g} ms)",
