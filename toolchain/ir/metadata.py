@@ -16,7 +16,15 @@ NIR stores continuous-time parameters and no timestep. A graph written by nirdep
                               RLeaky / RSynaptic compute) or "none" (nothing arrives; nirdeploy's
                               reading before this key existed)
     reset_delay               with "subtract": true for snnTorch's one-step-late subtraction
-                              (v <- v - v_th / a22, docs/discretization.md); default false
+                              (v <- v - v_th / a22, docs/discretization.md); with "value": true
+                              for snnTorch's delayed reset to zero of Synaptic / RLeaky /
+                              RSynaptic / Lapicque (v is held at v_reset through the step after
+                              a spike, that step's input included: a one-step refractory
+                              period); default false
+    reset_guard               with "subtract" and no reset_delay: true for snnTorch's
+                              reset_delay=False rule (a neuron whose v is still above v_th after
+                              its subtraction decides the next step against v_th + v_subtract);
+                              default false, written only when true
     v_init                    initial membrane potential: "zero", "v_leak" or "v_reset"
     node_conventions          per-node overrides of input_convention / v_init
     source_framework(_version) who trained it
@@ -79,6 +87,7 @@ class Discretization:
     node_conventions: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     recurrent_step0: str = "bias"
     reset_delay: bool = False
+    reset_guard: bool = False
 
     def __post_init__(self):
         if not np.isfinite(self.dt) or self.dt <= 0:
@@ -88,6 +97,11 @@ class Discretization:
         _check_choice("reset", self.reset, RESETS)
         if not isinstance(self.reset_delay, (bool, np.bool_)):
             raise NirDeployError(f"reset_delay must be true or false, got {self.reset_delay!r}")
+        if not isinstance(self.reset_guard, (bool, np.bool_)):
+            raise NirDeployError(f"reset_guard must be true or false, got {self.reset_guard!r}")
+        if self.reset_guard and (self.reset != "subtract" or self.reset_delay):
+            raise NirDeployError(f"reset_guard needs reset 'subtract' without reset_delay, got reset {self.reset!r}"
+                                 f"{' with reset_delay' if self.reset_delay else ''}")  # fmt: skip
         _check_choice("v_init", self.v_init, V_INITS)
         _check_choice("recurrent_step0", self.recurrent_step0, RECURRENT_STEP0)
         for node, conv in self.node_conventions.items():
@@ -112,12 +126,13 @@ class Discretization:
             node_conventions=copy.deepcopy(dict(self.node_conventions)),
             recurrent_step0=self.recurrent_step0,
             reset_delay=self.reset_delay,
+            reset_guard=self.reset_guard,
         )
         d.update(kw)
         return Discretization(**d)
 
     def to_metadata(self) -> Dict[str, Any]:
-        return {
+        meta = {
             "dt": float(self.dt),
             "scheme": self.scheme,
             "input_convention": self.input_convention,
@@ -127,6 +142,9 @@ class Discretization:
             "node_conventions": {k: dict(v) for k, v in self.node_conventions.items()},
             "recurrent_step0": self.recurrent_step0,
         }
+        if self.reset_guard:
+            meta["reset_guard"] = True
+        return meta
 
     @classmethod
     def from_metadata(cls, meta: Mapping[str, Any]) -> "Discretization":
@@ -141,6 +159,9 @@ class Discretization:
         delay = meta.get("reset_delay", False)
         if not isinstance(delay, bool):
             raise NirDeployError(f"metadata reset_delay must be true or false, got {delay!r}")
+        guard = meta.get("reset_guard", False)
+        if not isinstance(guard, bool):
+            raise NirDeployError(f"metadata reset_guard must be true or false, got {guard!r}")
         return cls(
             dt=float(dt),
             scheme=str(meta.get("scheme", "exact")),
@@ -150,6 +171,7 @@ class Discretization:
             node_conventions={k: dict(v) for k, v in conv.items()},
             recurrent_step0=str(meta.get("recurrent_step0", "bias")),
             reset_delay=delay,
+            reset_guard=guard,
         )
 
 
@@ -199,6 +221,8 @@ def discretization_of(
         kw["recurrent_step0"] = recurrent_step0
     if reset_delay is not None:
         kw["reset_delay"] = bool(reset_delay)
+    if base.reset_guard and (kw.get("reset", base.reset) != "subtract" or kw.get("reset_delay", base.reset_delay)):
+        kw["reset_guard"] = False  # an overridden reset rule replaces snnTorch's guard
     return base.replace(**kw) if kw else base
 
 
