@@ -31,19 +31,18 @@ the coefficient is within one ulp). The recurrent ``nn.Linear`` of RLeaky / RSyn
 its bias, as snnTorch's recurrent Linear does on the zero initial spikes); the one-to-one ``V``
 form a Scale back edge.
 
-Reset rules (snnTorch 1.0.0 semantics, derived in docs/snntorch.md):
+Reset rules (snnTorch 1.0.0 semantics, derived in docs/snntorch.md), as (reset, reset_delay,
+reset_guard) in the metadata:
 
-* ``"subtract"`` with ``reset_delay=True`` (the default; Lapicque always): ``reset = "subtract"``,
-  ``reset_delay = true``.
-* ``"zero"``: ``reset = "value"`` with ``v_reset = 0`` for Leaky (either delay) and for Synaptic /
-  RLeaky with ``reset_delay=False``. With ``reset_delay=True`` Synaptic, RLeaky, RSynaptic and
-  Lapicque zero the membrane for the whole step after a spike, that step's input included (a
-  one-step refractory period): refused.
-* ``"none"``: ``reset = "none"`` (spikes emitted, v never reset).
-* ``"subtract"`` with ``reset_delay=False`` decides a spike against ``2 threshold`` after a step
-  whose reset left v above the threshold: refused (no NIR neuron has that rule), as is
-  RSynaptic's ``reset_delay=False`` (snnTorch 1.0.0 fails from ``reset_mem()`` states and ignores
-  it with explicit ones).
+* ``"subtract"`` with ``reset_delay=True`` (the default; Lapicque always): subtract, delayed.
+* ``"subtract"`` with ``reset_delay=False``: subtract, ``reset_guard`` (the next decision is against
+  twice the threshold while the subtraction left v above it).
+* ``"zero"``: ``value`` (``v_reset = 0``) for Leaky (either delay; it zeroes mem[t-1] before the
+  decay) and for Synaptic / RLeaky without the delay; with the delay Synaptic, RLeaky, RSynaptic
+  and Lapicque hold v at 0 through the step after a spike: ``value`` with ``reset_delay``.
+* ``"none"``: ``none`` (spikes emitted, v never reset).
+* RSynaptic's ``reset_delay=False`` acts on the forward's arguments, not on its state, so it has
+  no effect in snnTorch 1.0.0 (and fails on ``init_rsynaptic()``'s empty states): its delayed rule.
 """
 
 from __future__ import annotations

@@ -361,13 +361,19 @@ def test_the_guard_and_the_held_reset_change_spikes(kind, reset, delay):
 
 
 # --------------------------------------------------------------------------- Lava: chains of all types per reset rule
-MEANS = {"subtract": (0.25, 0.1), "zero": (0.25, 0.1), "none": (0.05, -0.02)}  # weight means: first, others
+MEANS = {"subtract": (0.25, 0.1), "zero": (0.25, 0.1), "none": (0.05, -0.02), "guard": (0.35, 0.15),
+         "held": (0.25, 0.1)}  # weight means: first, others  # fmt: skip
 
 
 def chain(reset):
-    """All neuron types in one chain with one reset rule (subtract: the delayed one; value: reset to
-    zero; none), each behind a biased Linear; the recurrent ones with a biased recurrent Linear."""
-    if reset == "subtract":
+    """All neuron types in one chain with one reset rule (subtract: the delayed one; zero: reset to
+    zero; none; guard: snnTorch's subtraction without the delay; held: its delayed zero reset),
+    each behind a biased Linear; the recurrent ones with a biased recurrent Linear."""
+    if reset == "guard":  # RSynaptic ignores reset_delay=False and Lapicque has no such option
+        kinds = [("Leaky", False), ("Synaptic", False), ("RLeaky", False), ("RLeakyV", False)]
+    elif reset == "held":  # Leaky's delayed zero reset is the immediate one
+        kinds = [("Synaptic", True), ("RLeaky", True), ("RSynaptic", True), ("Lapicque", True)]
+    elif reset == "subtract":
         kinds = [("Leaky", True), ("Synaptic", True), ("RLeaky", True), ("RSynaptic", True), ("Lapicque", True)]
     elif reset == "zero":
         kinds = [("Leaky", True), ("Synaptic", False), ("Leaky", False), ("RLeaky", False)]
@@ -378,7 +384,8 @@ def chain(reset):
         n = 8
         m0, m = MEANS[reset]
         layers.append(linear(n_prev, n, 10 + i, mean=m0 if i == 0 else m))
-        layers.append(with_biased_recurrence(neuron(kind, n, reset, delay, per_neuron=i % 2 == 0, seed=20 + i), 30 + i))
+        rule = {"guard": "subtract", "held": "zero"}.get(reset, reset)
+        layers.append(with_biased_recurrence(neuron(kind, n, rule, delay, per_neuron=i % 2 == 0, seed=20 + i), 30 + i))
         n_prev = n
     return Chain(layers)
 
@@ -391,6 +398,8 @@ def lava_runs():
         ("zero", chain("zero"), inputs(samples=2, steps=20, rate=0.8, seed=2), None),
         ("none", chain("none"), inputs(samples=2, steps=20, rate=0.5, seed=3), None),
         ("conv", conv_net(), inputs(samples=2, steps=12, shape=(2, 6, 6), rate=0.5, seed=4), (2, 6, 6)),
+        ("guard", chain("guard"), inputs(samples=2, steps=20, rate=0.8, seed=5), None),
+        ("held", chain("held"), inputs(samples=2, steps=20, rate=0.8, seed=6), None),
     ):
         graph, prog = export_and_lower(model, input_shape=shape)
         runs[name] = {"graph": graph, "prog": prog, "x": x, "want": run_snntorch(model, x), "ref": simulate(prog, x),
@@ -398,21 +407,29 @@ def lava_runs():
     return runs
 
 
-@pytest.mark.parametrize("name", ["subtract", "zero", "none", "conv"])
+@pytest.mark.parametrize("name", ["subtract", "zero", "none", "conv", "guard", "held"])
 def test_reference_and_lava_float_reproduce_snntorch(lava_runs, name):
     r = lava_runs[name]
+    meta = r["graph"].metadata
+    assert (meta["reset"], meta["reset_delay"], meta.get("reset_guard", False)) == {
+        "subtract": ("subtract", True, False), "zero": ("value", False, False), "none": ("none", False, False),
+        "conv": ("subtract", True, False), "guard": ("subtract", False, True), "held": ("value", True, False)}[name]  # fmt: skip
+    rec = [n for k, n in r["graph"].nodes.items() if k.endswith(".recurrent") and hasattr(n, "bias")]
+    if name not in ("conv", "guard"):  # chains with an RSynaptic / RLeaky: biased recurrent Linears, on Lava too
+        assert rec and all(np.all(np.asarray(n.bias) > 0) for n in rec)
     check_same_spikes(r["graph"], r["ref"], r["want"], min_rate=0.01)
     check_same_spikes(r["graph"], r["lava-float"], r["want"], min_rate=0.01)
 
 
-def test_emulator_and_lava_fixed_agree_bit_for_bit_on_an_snntorch_export(lava_runs):
+@pytest.mark.parametrize("name,layers", [("subtract", 5), ("guard", 4), ("held", 4)])
+def test_emulator_and_lava_fixed_agree_bit_for_bit_on_an_snntorch_export(lava_runs, name, layers):
     from toolchain.loihi.quantize import quantize
 
-    r = lava_runs["subtract"]
+    r = lava_runs[name]
     fx = quantize(r["prog"])
     emu = backends.run("emulator", r["prog"], r["x"], quant=fx)
     fixed = backends.run("lava-fixed", r["prog"], r["x"], quant=fx)
-    assert sorted(emu.spikes) == sorted(fixed.spikes) and len(emu.spikes) == 5
+    assert sorted(emu.spikes) == sorted(fixed.spikes) and len(emu.spikes) == layers
     for k in emu.spikes:
         assert np.asarray(emu.spikes[k]).mean() > 0.01, k
         assert np.array_equal(np.asarray(emu.spikes[k]), np.asarray(fixed.spikes[k])), k
@@ -462,3 +479,23 @@ def test_cli_export_round_trip(tmp_path):
     x = inputs(seed=5, rate=0.5)
     res = simulate(lower(graph, discretization_of(graph)), x)
     check_same_spikes(graph, res, run_snntorch(model, x), min_rate=0.01)
+
+
+@pytest.mark.parametrize("name", ["guard", "held"])
+def test_the_new_rules_matter_on_the_lava_chains_and_a_net_refuses_them(lava_runs, name):
+    """The chains reach the cases where snnTorch's rules differ from the plain ones (so Lava's
+    agreement above tests LIFSnnTorchReset), and the netx writer refuses them by name."""
+    from exporters.nir_to_netx import netx_layers
+    from toolchain.errors import UnsupportedNodeError
+    from toolchain.loihi.quantize import quantize
+
+    r = lava_runs[name]
+    d = discretization_of(r["graph"])
+    plain = simulate(lower(r["graph"], d.replace(reset_guard=False) if name == "guard" else d.replace(reset_delay=False)),
+                     r["x"])  # fmt: skip
+    tm = r["graph"].metadata["torch_modules"]
+    assert any(not np.array_equal(np.asarray(plain.spikes[k]).astype(bool), r["want"][tm[k]]) for k in plain.spikes)
+    how = "resets by subtraction" if name == "guard" else "holds v at its reset value.*refractory"
+    with pytest.raises(UnsupportedNodeError, match=f"'layers.1' \\(.*\\) {how}.*lava-float, lava-fixed or the emulator") as e:
+        netx_layers(quantize(r["prog"], profile="netx"))
+    assert "\n" not in str(e.value)

@@ -37,6 +37,8 @@ class FixedGroup:
     limit: str = ""  # what bounded K
     #: reset by subtraction: v <- v - v_sub (int64, 24-bit state units) where it spiked; None: v <- 0
     v_sub: Optional[np.ndarray] = None
+    refractory: int = 0  # v is held at 0 through the step after a spike (snnTorch's delayed zero reset)
+    reset_guard: bool = False  # v > vth << 6 after its subtraction: the next decision adds v_sub
 
     @property
     def n(self) -> int:

@@ -262,6 +262,8 @@ def _quantize_plan(
             gate=int(g.gate),
             limit=limit,
             v_sub=v_sub,
+            refractory=int(getattr(g, "refractory", 0)),
+            reset_guard=bool(getattr(g, "reset_guard", False)),
         )
     for c in plan.conns:
         K = groups[c.dst].scale
