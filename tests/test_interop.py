@@ -268,10 +268,9 @@ def test_norse_reads_the_zoo_spiking_layers_but_drops_the_li_readout(zoo_graphs,
 
 def test_norse_on_the_zoo_resnet_and_transfer_documented_bugs(zoo_graphs):
     """resnet: the Flatten bug fails on two samples; on one the chain layers agree and the block
-    fed by a sibling shortcut branch does not (the DFS-order bug; which branch arrives late depends
-    on nirtorch's set order, i.e. on the process's string hash seed, so the identity-skip block 0
-    agrees in some runs only). transfer: its AvgPool2d has no norse module, and nirtorch fails on
-    the dangling edge (KeyError)."""
+    fed by a sibling shortcut branch does not (the DFS-order bug; which branch arrives late was not
+    the same in every run, so the identity-skip block 0 is not asserted). transfer: its AvgPool2d
+    has no norse module, and nirtorch fails on the dangling edge (KeyError)."""
     from examples.interop.readers import layer_agreement
 
     g, x, dt = zoo_graphs["resnet"]

@@ -243,7 +243,8 @@ def add_reset_args(p) -> None:
                         "(v <- v - v_threshold; snnTorch's and Sinabs' default) or none (spikes, v never reset)")  # fmt: skip
     p.add_argument("--reset-delay", action="store_true", default=None,
                    help="with --reset subtract: snnTorch's one-step-late subtraction (its reset_delay=True default), "
-                        "i.e. v <- v - v_threshold/beta at once (docs/discretization.md)")  # fmt: skip
+                        "i.e. v <- v - v_threshold/beta at once; with --reset value: v is held at v_reset through "
+                        "the step after a spike (snnTorch's delayed zero reset; docs/discretization.md)")  # fmt: skip
     p.add_argument("--recurrent-step0", choices=RECURRENT_STEP0,
                    help="what a recurrent edge delivers at a sample's first step: bias (default: the literal reading, "
                         "a recurrent Affine sees zero spikes and outputs its bias, as snnTorch computes) or none")  # fmt: skip
