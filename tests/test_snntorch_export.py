@@ -360,6 +360,25 @@ def test_the_guard_and_the_held_reset_change_spikes(kind, reset, delay):
     assert any(not np.array_equal(np.asarray(res.spikes[k]).astype(bool), want[tm[k]]) for k in res.spikes)
 
 
+def test_reset_guard_in_the_metadata():
+    """reset_guard is written only when true, read back, refused with another rule, and dropped when
+    a caller overrides the reset rule."""
+    from toolchain.ir import Discretization
+
+    d = Discretization(dt=DT, reset="subtract", reset_guard=True)
+    assert Discretization.from_metadata(d.to_metadata()) == d and d.to_metadata()["reset_guard"] is True
+    assert "reset_guard" not in Discretization(dt=DT, reset="subtract").to_metadata()
+    for bad in (dict(reset="value"), dict(reset="subtract", reset_delay=True)):
+        with pytest.raises(NirDeployError, match="reset_guard needs reset 'subtract' without reset_delay"):
+            Discretization(dt=DT, reset_guard=True, **bad)
+    with pytest.raises(NirDeployError, match="reset_guard must be true or false"):
+        Discretization.from_metadata({"dt": DT, "reset": "subtract", "reset_guard": "yes"})
+    graph = api.export(two_layer("Leaky", "subtract", False), dt=DT)
+    assert discretization_of(graph).reset_guard
+    assert not discretization_of(graph, reset="value").reset_guard
+    assert not discretization_of(graph, reset_delay=True).reset_guard
+
+
 # --------------------------------------------------------------------------- Lava: chains of all types per reset rule
 MEANS = {"subtract": (0.25, 0.1), "zero": (0.25, 0.1), "none": (0.05, -0.02), "guard": (0.35, 0.15),
          "held": (0.25, 0.1)}  # weight means: first, others  # fmt: skip
