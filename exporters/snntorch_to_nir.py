@@ -259,6 +259,10 @@ def _refuse_unmappable(m, name: str) -> None:
         raise NirDeployError(f"{what} has inhibition=True (winner-take-all spiking), which NIR cannot express")
     if getattr(m, "state_quant", False):
         raise NirDeployError(f"{what} has state_quant set (quantized states), which NIR cannot express")
+    if type(m).__name__ == "RSynaptic" and not getattr(m, "reset_delay", True) and getattr(m, "init_hidden", False):
+        raise NirDeployError(f"{what} has reset_delay=False with init_hidden=True, which snnTorch 1.0.0's own forward "
+                             f"cannot run (it divides its None spike argument); use reset_delay=True, the same model "
+                             f"(with explicit states snnTorch ignores RSynaptic's reset_delay=False)")  # fmt: skip
     g = getattr(m, "graded_spikes_factor", None)
     if g is not None and not bool(torch.all(torch.as_tensor(g) == 1)):
         raise NirDeployError(f"{what} has graded_spikes_factor != 1 (graded spikes), which NIR cannot express")

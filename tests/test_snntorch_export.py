@@ -306,6 +306,9 @@ REFUSED = [
     (lambda: Chain([linear(N_IN, N1, 1), snn.Leaky(beta=0.9), linear(N1, N2, 2), snn.Leaky(beta=0.9, reset_mechanism="zero")]),
      "mixes reset rules"),
     (lambda: Chain([linear(N_IN, N1, 1), snn.Alpha(alpha=0.9, beta=0.8)]), "'layers.1' is an snnTorch Alpha"),
+    (lambda: nn.Sequential(linear(N_IN, N1, 1), snn.RSynaptic(alpha=0.5, beta=0.5, linear_features=N1, reset_delay=False,
+                                                             init_hidden=True)),
+     "'1' \\(RSynaptic\\) has reset_delay=False with init_hidden=True.*use reset_delay=True"),
     (lambda: Chain([linear(N_IN, N1, 1), nn.ReLU(), snn.Leaky(beta=0.9)]), "'layers.1' \\(ReLU\\) is not supported"),
 ]  # fmt: skip
 
@@ -518,3 +521,10 @@ def test_the_new_rules_matter_on_the_lava_chains_and_a_net_refuses_them(lava_run
     with pytest.raises(UnsupportedNodeError, match=f"'layers.1' \\(.*\\) {how}.*lava-float, lava-fixed or the emulator") as e:
         netx_layers(quantize(r["prog"], profile="netx"))
     assert "\n" not in str(e.value)
+
+
+def test_snntorch_itself_cannot_run_rsynaptic_without_delay_and_init_hidden():
+    """The refusal above names snnTorch's own failure: its forward divides the None spike argument."""
+    m = snn.RSynaptic(alpha=0.5, beta=0.5, linear_features=3, reset_delay=False, init_hidden=True)
+    with pytest.raises(TypeError, match="NoneType"):
+        m(torch.zeros(2, 3))
