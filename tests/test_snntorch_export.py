@@ -528,3 +528,17 @@ def test_snntorch_itself_cannot_run_rsynaptic_without_delay_and_init_hidden():
     m = snn.RSynaptic(alpha=0.5, beta=0.5, linear_features=3, reset_delay=False, init_hidden=True)
     with pytest.raises(TypeError, match="NoneType"):
         m(torch.zeros(2, 3))
+
+
+def test_cli_inspect_and_simulate_a_guarded_export(tmp_path, capsys):
+    """The guard travels in the file: inspect shows it, and the file read back gives snnTorch's spikes."""
+    from toolchain.cli.main import main
+    from toolchain.ir import save_graph
+
+    model = two_layer("Synaptic", "subtract", False)
+    save_graph(api.export(model, dt=DT), tmp_path / "g.nir")
+    assert main(["inspect", str(tmp_path / "g.nir")]) == 0
+    assert "reset_guard=True" in capsys.readouterr().out
+    graph = load_graph(str(tmp_path / "g.nir"))
+    x = inputs(seed=3)
+    check_same_spikes(graph, simulate(lower(graph, discretization_of(graph)), x), run_snntorch(model, x))

@@ -112,7 +112,7 @@ def cmd_inspect(args) -> int:
         return 0
     console = new_console()
     meta = info["metadata"]
-    keys = ("dt", "scheme", "input_convention", "reset", "reset_delay", "recurrent_step0", "v_init", "source_framework", "source_framework_version", "readout", "retime")
+    keys = ("dt", "scheme", "input_convention", "reset", "reset_delay", "reset_guard", "recurrent_step0", "v_init", "source_framework", "source_framework_version", "readout", "retime")
     shown = {k: meta[k] for k in keys if k in meta}
     console.print(f"[bold]{args.model}[/bold]")
     console.print("metadata: " + (", ".join(f"{k}={v}" for k, v in shown.items()) if shown else "none (graph written by another tool: run it with --dt; retime it with --source-dt and --method)"))
