@@ -92,6 +92,12 @@ def _what(program, node) -> str:
 def refuse_subtraction(fx: FixedNetwork) -> None:
     """A layer that resets by subtraction has no netx form: refuse it in one line, naming the node."""
     for g in fx.groups.values():
+        if g.role == "neuron" and getattr(g, "refractory", 0):
+            raise UnsupportedNodeError(
+                f"{_what(fx.program, g.node)} holds v at its reset value through the step after a spike (snnTorch's "
+                f"delayed reset_mechanism='zero'), but netx's CUBA neuron has no refractory step, so a .net cannot "
+                f"express it; run it on lava-float, lava-fixed or the emulator instead"
+            )
         if g.role == "neuron" and g.v_sub is not None:
             partial = getattr(g, "v_keep", None) is not None
             if partial:

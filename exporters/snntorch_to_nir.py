@@ -31,19 +31,18 @@ the coefficient is within one ulp). The recurrent ``nn.Linear`` of RLeaky / RSyn
 its bias, as snnTorch's recurrent Linear does on the zero initial spikes); the one-to-one ``V``
 form a Scale back edge.
 
-Reset rules (snnTorch 1.0.0 semantics, derived in docs/snntorch.md):
+Reset rules (snnTorch 1.0.0 semantics, derived in docs/snntorch.md), as (reset, reset_delay,
+reset_guard) in the metadata:
 
-* ``"subtract"`` with ``reset_delay=True`` (the default; Lapicque always): ``reset = "subtract"``,
-  ``reset_delay = true``.
-* ``"zero"``: ``reset = "value"`` with ``v_reset = 0`` for Leaky (either delay) and for Synaptic /
-  RLeaky with ``reset_delay=False``. With ``reset_delay=True`` Synaptic, RLeaky, RSynaptic and
-  Lapicque zero the membrane for the whole step after a spike, that step's input included (a
-  one-step refractory period): refused.
-* ``"none"``: ``reset = "none"`` (spikes emitted, v never reset).
-* ``"subtract"`` with ``reset_delay=False`` decides a spike against ``2 threshold`` after a step
-  whose reset left v above the threshold: refused (no NIR neuron has that rule), as is
-  RSynaptic's ``reset_delay=False`` (snnTorch 1.0.0 fails from ``reset_mem()`` states and ignores
-  it with explicit ones).
+* ``"subtract"`` with ``reset_delay=True`` (the default; Lapicque always): subtract, delayed.
+* ``"subtract"`` with ``reset_delay=False``: subtract, ``reset_guard`` (the next decision is against
+  twice the threshold while the subtraction left v above it).
+* ``"zero"``: ``value`` (``v_reset = 0``) for Leaky (either delay; it zeroes mem[t-1] before the
+  decay) and for Synaptic / RLeaky without the delay; with the delay Synaptic, RLeaky, RSynaptic
+  and Lapicque hold v at 0 through the step after a spike: ``value`` with ``reset_delay``.
+* ``"none"``: ``none`` (spikes emitted, v never reset).
+* RSynaptic's ``reset_delay=False`` acts on the forward's arguments, not on its state, so it has
+  no effect in snnTorch 1.0.0 (and fails on ``init_rsynaptic()``'s empty states): its delayed rule.
 """
 
 from __future__ import annotations
@@ -228,36 +227,30 @@ def _params(m, name: str, shape, dt: float) -> Tuple[Any, str]:
     return node, what
 
 
-def _reset_rule(m, name: str) -> Tuple[str, bool]:
-    """(nirdeploy reset, reset_delay) of snnTorch neuron ``m``, or a one-line refusal."""
+def _reset_rule(m, name: str) -> Tuple[str, bool, bool]:
+    """(nirdeploy reset, reset_delay, reset_guard) of snnTorch neuron ``m`` (docs/snntorch.md)."""
     kind = type(m).__name__
     what = f"module {name!r} ({kind})"
     mech = m.reset_mechanism
-    delay = bool(getattr(m, "reset_delay", True))  # Lapicque has no option: its subtraction is delayed
-    if kind == "RSynaptic" and not delay:
-        raise NirDeployError(f"{what} has reset_delay=False, which snnTorch 1.0.0 does not implement for RSynaptic "
-                             f"(it fails from reset_mem() states and resets a step late with explicit ones); "
-                             f"use reset_delay=True")  # fmt: skip
+    delay = bool(getattr(m, "reset_delay", True))  # Lapicque has no option: its reset is delayed
+    if kind == "RSynaptic":
+        # snnTorch 1.0.0's RSynaptic applies reset_delay=False to the forward's arguments, not to its
+        # state: it has no effect (it fails on the empty init_rsynaptic() states): the delayed rule
+        delay = True
     if mech == "none":
-        return "none", False
+        return "none", False, False
     if mech == "subtract":
-        if not delay:
-            raise NirDeployError(
-                f"{what}: reset_mechanism='subtract' with reset_delay=False is not expressible in NIR: snnTorch 1.0.0 "
-                f"also subtracts the threshold from the next step's spike decision when the reset left v above the "
-                f"threshold; use reset_delay=True (exact)"
-            )
-        return "subtract", True
+        # delayed: v_subtract = thr / beta; immediate: snnTorch's "avoid double reset" guard
+        return ("subtract", True, False) if delay else ("subtract", False, True)
     if mech == "zero":
-        if delay and kind != "Leaky":
-            raise NirDeployError(
-                f"{what}: reset_mechanism='zero' with the delayed reset zeroes the membrane for the whole step after "
-                f"a spike, that step's input included (a one-step refractory period), which NIR cannot express; "
-                + ("use reset_delay=False (an immediate reset to zero, exact)" if kind != "Lapicque" else
-                   "use reset_mechanism 'subtract' or 'none'")  # fmt: skip
-            )
-        return "value", False
+        # Leaky zeroes mem[t-1] before the decay (an immediate reset to 0); the others zero the
+        # whole next step (held at 0: reset_delay with "value"); without the delay all reset at once
+        return "value", bool(delay and kind != "Leaky"), False
     raise NirDeployError(f"{what} has reset_mechanism {mech!r}")  # pragma: no cover - snnTorch checks it
+
+
+def _rule_name(reset: str, delay: bool, guard: bool) -> str:
+    return reset + (" (delayed)" if delay else "") + (" (snnTorch's reset_delay=False)" if guard else "")
 
 
 def _refuse_unmappable(m, name: str) -> None:
@@ -266,6 +259,10 @@ def _refuse_unmappable(m, name: str) -> None:
         raise NirDeployError(f"{what} has inhibition=True (winner-take-all spiking), which NIR cannot express")
     if getattr(m, "state_quant", False):
         raise NirDeployError(f"{what} has state_quant set (quantized states), which NIR cannot express")
+    if type(m).__name__ == "RSynaptic" and not getattr(m, "reset_delay", True) and getattr(m, "init_hidden", False):
+        raise NirDeployError(f"{what} has reset_delay=False with init_hidden=True, which snnTorch 1.0.0's own forward "
+                             f"cannot run (it divides its None spike argument); use reset_delay=True, the same model "
+                             f"(with explicit states snnTorch ignores RSynaptic's reset_delay=False)")  # fmt: skip
     g = getattr(m, "graded_spikes_factor", None)
     if g is not None and not bool(torch.all(torch.as_tensor(g) == 1)):
         raise NirDeployError(f"{what} has graded_spikes_factor != 1 (graded spikes), which NIR cannot express")
@@ -316,7 +313,7 @@ def export_snntorch(
     nodes: Dict[str, Any] = {"input": nir.Input(input_type={"input": np.array(in_shape)})}
     edges: List[Tuple[str, str]] = []
     modules: Dict[str, str] = {}
-    resets: Dict[str, Tuple[str, bool]] = {}
+    resets: Dict[str, Tuple[str, bool, bool]] = {}
     prev, prev_out = "input", None
     for i, (name, m, shape, x, z) in enumerate(calls):
         if i and x is not prev_out:
@@ -347,17 +344,18 @@ def export_snntorch(
     edges.append((prev, "output"))
     if not resets:
         raise NirDeployError("the model has no snnTorch neurons to export")
-    rules = sorted({r for r, _ in resets.values()})
+    rules = sorted(set(resets.values()))
     if len(rules) > 1:
-        which = ", ".join(f"{k}: {r}" for k, (r, _) in resets.items())
+        which = ", ".join(f"{k}: {_rule_name(*r)}" for k, r in resets.items())
         raise NirDeployError(f"the model mixes reset rules ({which}); a NIR graph records one reset rule")
-    reset = rules[0]
+    reset, delay, guard = rules[0]
     disc = Discretization(
         dt=dt,
         scheme="euler",
         input_convention="impulse",
         reset=reset,
-        reset_delay=reset == "subtract",
+        reset_delay=delay,
+        reset_guard=guard,
         v_init="zero",
         recurrent_step0="bias",
     )

@@ -18,7 +18,9 @@ integer types Lava computes in:
   ``bias_mant << bias_exp``, clipped to +-(2^23 - 1); spike where ``v > vth << 6``; v <- 0, or
   for a group that resets by subtraction (``FixedGroup.v_sub``, Lava process
   ``simulators/lava_subtract.py``) v <- v - v_sub (per neuron, int) where it spiked; a partial
-  reset (``FixedGroup.v_keep``) v <- ((v_keep v) >> 12) - v_sub.
+  reset (``FixedGroup.v_keep``) v <- ((v_keep v) >> 12) - v_sub; snnTorch's
+  held zero reset (``FixedGroup.refractory``) and ``reset_delay=False`` guard
+  (``FixedGroup.reset_guard``) as in ``LIFSnnTorchReset``, on the step-by-step numpy path.
 
 Time: the result lines up step for step with the reference (``simulators/reference.py``), like
 the Lava backends: every Dense/Conv hop's one-step latency is compensated by the layer depths of
@@ -195,8 +197,20 @@ def _sub(g, perm=None) -> Tuple[np.ndarray, np.ndarray, bool]:
     return (sub if perm is None else sub[perm]), (kp if perm is None else kp[perm]), True
 
 
-def lif_step(u, v, a_in, fu, fv, vth64, bias, st=None, sub=None, kp=None):
-    """One bit-accurate LIF update on int64 arrays holding Lava's int32 values; returns (u, v, s)."""
+def _snntorch_rule(g) -> Optional[str]:
+    """"hold" / "guard" for a group with one of snnTorch's reset rules (LIFSnnTorchReset), else None."""
+    if getattr(g, "refractory", 0):
+        return "hold"
+    if getattr(g, "reset_guard", False):
+        return "guard"
+    return None
+
+
+def lif_step(u, v, a_in, fu, fv, vth64, bias, st=None, sub=None, kp=None, rule=None, held=None):
+    """One bit-accurate LIF update on int64 arrays holding Lava's int32 values; returns (u, v, s).
+
+    ``kp``: a partial reset's kept fractions (1/4096ths; None: a pure subtraction). ``rule`` "hold" / "guard" with ``held`` (bool [B, n], updated in place): snnTorch's rules of
+    simulators/lava_subtract.py's LIFSnnTorchReset."""
     act = wrap32(wrap32(a_in) << 6)
     p = u * fu
     d = wrap32(np.where(p >= 0, p >> 12, -((-p) >> 12)))
@@ -212,6 +226,17 @@ def lif_step(u, v, a_in, fu, fv, vth64, bias, st=None, sub=None, kp=None):
         st[1] = max(st[1], int(np.abs(vn).max(initial=0)))
         st[2] += int(np.count_nonzero(wrapped))
         st[3] += int(np.count_nonzero(vn != v))
+    if rule == "hold":
+        v = np.where(held, 0, v)
+        s = v > vth64
+        v = np.where(s, 0, v)
+        held[...] = s
+        return u, v, s
+    if rule == "guard":
+        s = v > vth64 + np.where(held, sub, 0)
+        v = np.where(s, v - sub, v)
+        held[...] = v > vth64
+        return u, v, s
     s = v > vth64
     if sub is None:
         v = np.where(s, 0, v)
@@ -559,7 +584,8 @@ def emulate(
             vals[bk] = np.ones((B, T, fx.groups[bk].n), dtype=np.uint8)
             vmax[bk] = 1.0
         for comp in sched.sccs:
-            if use_numba and len(comp) == 1 and _fusable(sched, comp[0]):
+            special = any(_snntorch_rule(fx.groups[k]) for k in comp)  # the step-by-step numpy path runs them
+            if use_numba and len(comp) == 1 and _fusable(sched, comp[0]) and not special:
                 k0 = comp[0]
                 g = fx.groups[k0]
                 ext_c = [c for c in sched.into[k0] if c.is_input or c.src != k0]
@@ -619,7 +645,8 @@ def emulate(
                 and len(rec) <= 1
                 and all(c.kind == "dense" and not c.graded and c.j == 1 and c.src == k0 for c in rec)
             )
-            if single and (fast or all(c.kind == "dense" and not c.graded and c.j == 1 and c.src == k0 for c in rec)):
+            if not special and single and (fast or all(c.kind == "dense" and not c.graded and c.j == 1 and c.src == k0
+                                                       for c in rec)):  # fmt: skip
                 g = fx.groups[k0]
                 fu, fv, vth64, bias = _params(g, sched.order[k0])
                 z = spikes[k0][s0 : s0 + B]  # written in place (bool)
@@ -666,7 +693,7 @@ def _scan_component(fx, sched, comp, ext, internal, T, want_v, spikes, vs, vals,
     state = {}
     for k in comp:
         g = fx.groups[k]
-        state[k] = [np.zeros((B, g.n), np.int64), np.zeros((B, g.n), np.int64)]
+        state[k] = [np.zeros((B, g.n), np.int64), np.zeros((B, g.n), np.int64), np.zeros((B, g.n), bool)]
         vals[k] = np.zeros((B, T, g.n), dtype=np.uint8)
         vmax[k] = 1.0
     stb = {k: np.zeros(4, dtype=np.int64) for k in comp}
@@ -680,8 +707,9 @@ def _scan_component(fx, sched, comp, ext, internal, T, want_v, spikes, vs, vals,
                     continue
                 ain += c.value(vals[c.src][:, t - c.j], 1.0)
             sub, kp, has_sub = _sub(g, sched.order[k])
-            u, v, s = lif_step(state[k][0], state[k][1], ain, fu, fv, vth64, bias, stb[k], sub if has_sub else None, kp)
-            state[k] = [u, v]
+            u, v, s = lif_step(state[k][0], state[k][1], ain, fu, fv, vth64, bias, stb[k], sub if has_sub else None, kp,
+                               _snntorch_rule(g), state[k][2])  # fmt: skip
+            state[k] = [u, v, state[k][2]]
             vals[k][:, t] = s
             spikes[k][s0 : s0 + B, t] = s
             if k in want_v:

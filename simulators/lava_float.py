@@ -40,6 +40,13 @@ def build_float(
         common = dict(shape=(g.n,), du=g.du, dv=g.dv, vth=g.vth, bias_mant=g.bias.copy(), name=key)
         if g.role == "relay":  # memoryless: no reset needed
             procs[key] = LIF(**common)
+        elif g.refractory or g.reset_guard:  # snnTorch's held zero reset / reset_delay=False: nirdeploy's own
+            from simulators.lava_subtract import LIFSnnTorchReset, PyLifSnnTorchResetModelFloat
+
+            v_sub = g.v_sub.copy() if g.v_sub is not None else np.zeros(g.n)
+            procs[key] = LIFSnnTorchReset(**common, v_sub=v_sub, refractory=g.refractory, reset_guard=g.reset_guard,
+                                          reset_interval=W, reset_offset=(1 + g.depth) % W)  # fmt: skip
+            sub_models[procs[key]] = PyLifSnnTorchResetModelFloat
         elif g.v_sub is not None:  # reset by subtraction: nirdeploy's own process
             from simulators.lava_subtract import LIFSubtractReset, PyLifSubtractResetModelFloat
 

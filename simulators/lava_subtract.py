@@ -140,3 +140,110 @@ class PyLifSubtractResetModelBitAcc(_PeriodicReset, AbstractPyLifModelFixed):
         self.reset_voltage(spike_vector=s_out)
         self.s_out.send(s_out)
 
+
+
+# --------------------------------------------------------------------------- snnTorch's two other reset rules
+class LIFSnnTorchReset(LIFSubtractReset):
+    """LIFSubtractReset with one of snnTorch 1.0.0's rules (toolchain/dynamics/discretize.py):
+
+    * ``refractory=1`` (reset to 0; ``v_sub`` unused): v is held at 0 through the step after a
+      spike, that step's input included (snnTorch's delayed ``reset_mechanism="zero"`` of Synaptic,
+      RLeaky, RSynaptic and Lapicque);
+    * ``reset_guard=True`` (reset by subtraction of ``v_sub``): a neuron whose v after its
+      subtraction is still above ``vth`` decides the next step against ``vth + v_sub``
+      (snnTorch's ``reset_delay=False``).
+
+    ``held`` is the per-neuron flag the next step reads (spiked / still above the threshold);
+    the window reset clears it with u and v.
+    """
+
+    def __init__(self, *, shape: ty.Tuple[int, ...], refractory: int = 0, reset_guard: bool = False, **kwargs) -> None:
+        super().__init__(shape=shape, **kwargs)
+        if bool(refractory) == bool(reset_guard):
+            raise ValueError("LIFSnnTorchReset needs exactly one of refractory=1 and reset_guard=True")
+        self.held = Var(shape=shape, init=0)
+        self.proc_params["refractory"] = int(refractory)
+        self.proc_params["reset_guard"] = bool(reset_guard)
+
+
+class _SnnTorchRules:
+    def _init_rules(self, proc_params) -> None:
+        self.refractory = proc_params["refractory"]
+        self.reset_guard = proc_params["reset_guard"]
+
+    def _clear_held(self) -> None:
+        if (self.time_step % self.reset_interval) == self.reset_offset:
+            self.held *= 0
+
+    def _step(self, vth):
+        """After subthr_dynamics: hold, decide, reset; returns the spike vector."""
+        held = self.held != 0
+        if self.refractory:
+            self.v[held] = 0
+            s = self.v > vth
+            self.v[s] = 0
+            self.held[:] = s
+        else:
+            s = self.v > vth + np.where(held, self.v_sub, 0)
+            self.v[s] = self.v[s] - self.v_sub[s]
+            self.held[:] = self.v > vth
+        return s
+
+
+@implements(proc=LIFSnnTorchReset, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("floating_pt")
+class PyLifSnnTorchResetModelFloat(_SnnTorchRules, _PeriodicReset, AbstractPyLifModelFloat):
+    """Floating point: PyLifSubtractResetModelFloat with snnTorch's hold or guard."""
+
+    s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)
+    vth: float = LavaPyType(float, float)
+    v_sub: np.ndarray = LavaPyType(np.ndarray, float)
+    held: np.ndarray = LavaPyType(np.ndarray, int)
+
+    def __init__(self, proc_params):
+        super().__init__(proc_params)
+        self._init_reset(proc_params)
+        self._init_rules(proc_params)
+
+    def run_spk(self):
+        a_in_data = self.a_in.recv()
+        self._periodic_reset()
+        self._clear_held()
+        self.subthr_dynamics(activation_in=a_in_data)
+        s_out = self._step(self.vth)
+        self.s_out.send(s_out)
+
+
+@implements(proc=LIFSnnTorchReset, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("bit_accurate_loihi", "fixed_pt")
+class PyLifSnnTorchResetModelBitAcc(_SnnTorchRules, _PeriodicReset, AbstractPyLifModelFixed):
+    """Bit-accurate: PyLifSubtractResetModelBitAcc with snnTorch's hold or guard (integers; the
+    guarded decision ``v > (vth << 6) + v_sub`` is computed in int64)."""
+
+    s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int32, precision=24)
+    vth: int = LavaPyType(int, np.int32, precision=17)
+    v_sub: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=24)
+    held: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=1)
+
+    def __init__(self, proc_params):
+        super().__init__(proc_params)
+        self.effective_vth = 0
+        self._init_reset(proc_params)
+        self._init_rules(proc_params)
+
+    def scale_threshold(self):
+        self.effective_vth = np.left_shift(self.vth, self.vth_shift)
+        self.isthrscaled = True
+
+    def run_spk(self):
+        a_in_data = self.a_in.recv()
+        self._periodic_reset()
+        self._clear_held()
+        self.scale_bias()
+        if not self.isthrscaled:
+            self.scale_threshold()
+        self.subthr_dynamics(activation_in=a_in_data)
+        s_out = self._step(np.int64(self.effective_vth))
+        self.s_out.send(s_out)

@@ -33,6 +33,9 @@ class _NeuronState:
         if self.s == 2 and bool(torch.any(self.A[:, 0, 1] != 0)):
             raise ValueError("two-state neuron with a non lower-triangular A")
         self.x = t(ssm.x0).unsqueeze(0).repeat(batch, 1, 1)  # [B, N, s]
+        self.refractory = int(getattr(ssm, "refractory", 0))
+        self.guard = bool(getattr(ssm, "reset_guard", False))
+        self.held = torch.zeros(self.x.shape[:2], dtype=torch.bool)  # spiked last step (refractory)
 
     def step(self, u: torch.Tensor):
         """u: [B, N] summed input of this step -> (output [B, N], spikes or None, v)."""
@@ -47,7 +50,14 @@ class _NeuronState:
             new = [i, v]
         z = None
         if self.th is not None:
-            z = v > self.th
+            if self.refractory:  # v is held at v_reset through the step after a spike
+                v = torch.where(self.held, self.v_reset.expand_as(v), v)
+            if self.guard:  # v still above the threshold after its subtraction: decide against th + v_sub
+                z = v > self.th + torch.where(self.x[..., -1] > self.th, self.v_sub, torch.zeros_like(self.v_sub))
+            else:
+                z = v > self.th
+            if self.refractory:
+                self.held = z
             if self.v_sub is not None:
                 kept = v if self.v_keep is None else self.v_keep * v
                 v = torch.where(z, kept - self.v_sub, v)

@@ -75,7 +75,9 @@ class Chain(nn.Module):
                 x = m(x.to(m.weight.dtype) if hasattr(m, "weight") else x)  # snnTorch's spikes are float32
                 continue
             kind = type(m).__name__
-            if state[i] is None:
+            if state[i] is None and kind == "RSynaptic" and not m.reset_delay:  # it fails on init_rsynaptic()'s
+                state[i] = tuple(torch.zeros_like(x) for _ in range(3))  # empty states: zeros of the layer's shape
+            elif state[i] is None:
                 s = getattr(m, f"init_{kind.lower()}")()
                 state[i] = s if isinstance(s, tuple) else (s,)
             out = m(x, *state[i])
@@ -170,6 +172,12 @@ MAPPED = [
     ("RLeakyV", "subtract", True),
     ("RSynaptic", "subtract", True), ("RSynaptic", "none", True),
     ("Lapicque", "subtract", True), ("Lapicque", "none", True),
+    # snnTorch's reset_delay=False subtraction (reset_guard), the delayed zero reset (held for a step)
+    ("Leaky", "subtract", False), ("Synaptic", "subtract", False), ("RLeaky", "subtract", False),
+    ("RLeakyV", "subtract", False),
+    ("Synaptic", "zero", True), ("RLeaky", "zero", True), ("RSynaptic", "zero", True), ("Lapicque", "zero", True),
+    # RSynaptic's reset_delay=False has no effect in snnTorch 1.0.0: the delayed rules
+    ("RSynaptic", "subtract", False), ("RSynaptic", "zero", False), ("RSynaptic", "none", False),
 ]  # fmt: skip
 
 
@@ -181,6 +189,10 @@ def test_reference_reproduces_snntorch_spike_for_spike(kind, reset, delay):
     check_same_spikes(graph, simulate(prog, x), run_snntorch(model, x))
     expect = {"subtract": "subtract", "zero": "value", "none": "none"}[reset]
     assert graph.metadata["reset"] == expect and graph.metadata["source_framework"] == "snntorch"
+    held = reset == "zero" and kind != "Leaky" and (delay or kind == "RSynaptic")
+    late = reset == "subtract" and (delay or kind == "RSynaptic")
+    assert graph.metadata["reset_delay"] == (held or late), graph.metadata
+    assert graph.metadata.get("reset_guard", False) == (reset == "subtract" and not late)
 
 
 @pytest.mark.parametrize("kind", ["Leaky", "Synaptic"])
@@ -288,18 +300,15 @@ def test_conv_net_reference():
 
 # --------------------------------------------------------------------------- refusals, one line naming the module
 REFUSED = [
-    (lambda: two_layer("Leaky", "subtract", False), "'layers.1' \\(Leaky\\).*reset_delay=False"),
-    (lambda: two_layer("Synaptic", "zero", True), "'layers.1' \\(Synaptic\\).*refractory"),
-    (lambda: two_layer("RLeaky", "zero", True), "'layers.1' \\(RLeaky\\).*refractory"),
-    (lambda: two_layer("RSynaptic", "zero", True), "'layers.1' \\(RSynaptic\\).*refractory"),
-    (lambda: two_layer("RSynaptic", "none", False), "'layers.1' \\(RSynaptic\\).*reset_delay=False"),
-    (lambda: two_layer("Lapicque", "zero", True), "'layers.1' \\(Lapicque\\).*refractory"),
     (lambda: Chain([linear(N_IN, N1, 1), snn.Leaky(beta=0.9, inhibition=True)]), "'layers.1' \\(Leaky\\).*inhibition"),
     (lambda: Chain([linear(N_IN, N1, 1), snn.Leaky(beta=0.9, state_quant=lambda v: v)]), "'layers.1'.*state_quant"),
     (lambda: Chain([linear(N_IN, N1, 1), snn.Leaky(beta=0.9, graded_spikes_factor=2.0)]), "'layers.1'.*graded"),
     (lambda: Chain([linear(N_IN, N1, 1), snn.Leaky(beta=0.9), linear(N1, N2, 2), snn.Leaky(beta=0.9, reset_mechanism="zero")]),
      "mixes reset rules"),
     (lambda: Chain([linear(N_IN, N1, 1), snn.Alpha(alpha=0.9, beta=0.8)]), "'layers.1' is an snnTorch Alpha"),
+    (lambda: nn.Sequential(linear(N_IN, N1, 1), snn.RSynaptic(alpha=0.5, beta=0.5, linear_features=N1, reset_delay=False,
+                                                             init_hidden=True)),
+     "'1' \\(RSynaptic\\) has reset_delay=False with init_hidden=True.*use reset_delay=True"),
     (lambda: Chain([linear(N_IN, N1, 1), nn.ReLU(), snn.Leaky(beta=0.9)]), "'layers.1' \\(ReLU\\) is not supported"),
 ]  # fmt: skip
 
@@ -323,14 +332,14 @@ def _single(neuron_, xs):
     return [int(o[0].item()) for o in out]
 
 
-def test_why_subtract_without_delay_is_refused():
+def test_snntorch_subtract_without_delay_decides_against_twice_the_threshold():
     """snnTorch's reset_delay=False: after 2.5 (spike, v -> 1.5 > thr) an input of 0.6 gives
     v = 1.35 > thr but no spike (the stored v above the threshold subtracts it once more from the
-    decision); an immediate subtraction would spike."""
+    decision); an immediate subtraction would spike. reset_guard reproduces it."""
     assert _single(snn.Leaky(beta=0.5, reset_delay=False, init_hidden=True), [2.5, 0.6]) == [1, 0]
 
 
-def test_why_delayed_zero_reset_of_synaptic_is_refused():
+def test_snntorch_delayed_zero_reset_of_synaptic_holds_v_for_a_step():
     """Synaptic(reset_mechanism='zero') with the delay zeroes v for the step after a spike even
     when that step's current is above the threshold; reset_delay=False spikes there."""
     assert _single(snn.Synaptic(alpha=0.5, beta=0.5, reset_mechanism="zero", init_hidden=True), [1.5, 0.8]) == [1, 0]
@@ -338,14 +347,55 @@ def test_why_delayed_zero_reset_of_synaptic_is_refused():
                    [1.5, 0.8]) == [1, 1]  # fmt: skip
 
 
+@pytest.mark.parametrize("kind,reset,delay", [("Leaky", "subtract", False), ("RLeaky", "subtract", False),
+                                              ("Synaptic", "zero", True), ("Lapicque", "zero", True)])  # fmt: skip
+def test_the_guard_and_the_held_reset_change_spikes(kind, reset, delay):
+    """The comparison can fail: the same exports read without the guard (a plain immediate
+    subtraction) or without the hold (a plain reset to 0) give other spikes than snnTorch."""
+    model = two_layer(kind, reset, delay)
+    x = inputs()
+    graph, prog = export_and_lower(model)
+    d = discretization_of(graph)
+    plain = d.replace(reset_guard=False) if reset == "subtract" else d.replace(reset_delay=False)
+    want = run_snntorch(model, x)
+    res = simulate(lower(graph, plain), x)
+    tm = graph.metadata["torch_modules"]
+    assert any(not np.array_equal(np.asarray(res.spikes[k]).astype(bool), want[tm[k]]) for k in res.spikes)
+
+
+def test_reset_guard_in_the_metadata():
+    """reset_guard is written only when true, read back, refused with another rule, and dropped when
+    a caller overrides the reset rule."""
+    from toolchain.ir import Discretization
+
+    d = Discretization(dt=DT, reset="subtract", reset_guard=True)
+    assert Discretization.from_metadata(d.to_metadata()) == d and d.to_metadata()["reset_guard"] is True
+    assert "reset_guard" not in Discretization(dt=DT, reset="subtract").to_metadata()
+    for bad in (dict(reset="value"), dict(reset="subtract", reset_delay=True)):
+        with pytest.raises(NirDeployError, match="reset_guard needs reset 'subtract' without reset_delay"):
+            Discretization(dt=DT, reset_guard=True, **bad)
+    with pytest.raises(NirDeployError, match="reset_guard must be true or false"):
+        Discretization.from_metadata({"dt": DT, "reset": "subtract", "reset_guard": "yes"})
+    graph = api.export(two_layer("Leaky", "subtract", False), dt=DT)
+    assert discretization_of(graph).reset_guard
+    assert not discretization_of(graph, reset="value").reset_guard
+    assert not discretization_of(graph, reset_delay=True).reset_guard
+
+
 # --------------------------------------------------------------------------- Lava: chains of all types per reset rule
-MEANS = {"subtract": (0.25, 0.1), "zero": (0.25, 0.1), "none": (0.05, -0.02)}  # weight means: first, others
+MEANS = {"subtract": (0.25, 0.1), "zero": (0.25, 0.1), "none": (0.05, -0.02), "guard": (0.35, 0.15),
+         "held": (0.25, 0.1)}  # weight means: first, others  # fmt: skip
 
 
 def chain(reset):
-    """All neuron types in one chain with one reset rule (subtract: the delayed one; value: reset to
-    zero; none), each behind a biased Linear; the recurrent ones with a biased recurrent Linear."""
-    if reset == "subtract":
+    """All neuron types in one chain with one reset rule (subtract: the delayed one; zero: reset to
+    zero; none; guard: snnTorch's subtraction without the delay; held: its delayed zero reset),
+    each behind a biased Linear; the recurrent ones with a biased recurrent Linear."""
+    if reset == "guard":  # RSynaptic ignores reset_delay=False and Lapicque has no such option
+        kinds = [("Leaky", False), ("Synaptic", False), ("RLeaky", False), ("RLeakyV", False)]
+    elif reset == "held":  # Leaky's delayed zero reset is the immediate one
+        kinds = [("Synaptic", True), ("RLeaky", True), ("RSynaptic", True), ("Lapicque", True)]
+    elif reset == "subtract":
         kinds = [("Leaky", True), ("Synaptic", True), ("RLeaky", True), ("RSynaptic", True), ("Lapicque", True)]
     elif reset == "zero":
         kinds = [("Leaky", True), ("Synaptic", False), ("Leaky", False), ("RLeaky", False)]
@@ -356,7 +406,8 @@ def chain(reset):
         n = 8
         m0, m = MEANS[reset]
         layers.append(linear(n_prev, n, 10 + i, mean=m0 if i == 0 else m))
-        layers.append(with_biased_recurrence(neuron(kind, n, reset, delay, per_neuron=i % 2 == 0, seed=20 + i), 30 + i))
+        rule = {"guard": "subtract", "held": "zero"}.get(reset, reset)
+        layers.append(with_biased_recurrence(neuron(kind, n, rule, delay, per_neuron=i % 2 == 0, seed=20 + i), 30 + i))
         n_prev = n
     return Chain(layers)
 
@@ -369,6 +420,8 @@ def lava_runs():
         ("zero", chain("zero"), inputs(samples=2, steps=20, rate=0.8, seed=2), None),
         ("none", chain("none"), inputs(samples=2, steps=20, rate=0.5, seed=3), None),
         ("conv", conv_net(), inputs(samples=2, steps=12, shape=(2, 6, 6), rate=0.5, seed=4), (2, 6, 6)),
+        ("guard", chain("guard"), inputs(samples=2, steps=20, rate=0.8, seed=5), None),
+        ("held", chain("held"), inputs(samples=2, steps=20, rate=0.8, seed=6), None),
     ):
         graph, prog = export_and_lower(model, input_shape=shape)
         runs[name] = {"graph": graph, "prog": prog, "x": x, "want": run_snntorch(model, x), "ref": simulate(prog, x),
@@ -376,21 +429,29 @@ def lava_runs():
     return runs
 
 
-@pytest.mark.parametrize("name", ["subtract", "zero", "none", "conv"])
+@pytest.mark.parametrize("name", ["subtract", "zero", "none", "conv", "guard", "held"])
 def test_reference_and_lava_float_reproduce_snntorch(lava_runs, name):
     r = lava_runs[name]
+    meta = r["graph"].metadata
+    assert (meta["reset"], meta["reset_delay"], meta.get("reset_guard", False)) == {
+        "subtract": ("subtract", True, False), "zero": ("value", False, False), "none": ("none", False, False),
+        "conv": ("subtract", True, False), "guard": ("subtract", False, True), "held": ("value", True, False)}[name]  # fmt: skip
+    rec = [n for k, n in r["graph"].nodes.items() if k.endswith(".recurrent") and hasattr(n, "bias")]
+    if name not in ("conv", "guard"):  # chains with an RSynaptic / RLeaky: biased recurrent Linears, on Lava too
+        assert rec and all(np.all(np.asarray(n.bias) > 0) for n in rec)
     check_same_spikes(r["graph"], r["ref"], r["want"], min_rate=0.01)
     check_same_spikes(r["graph"], r["lava-float"], r["want"], min_rate=0.01)
 
 
-def test_emulator_and_lava_fixed_agree_bit_for_bit_on_an_snntorch_export(lava_runs):
+@pytest.mark.parametrize("name,layers", [("subtract", 5), ("guard", 4), ("held", 4)])
+def test_emulator_and_lava_fixed_agree_bit_for_bit_on_an_snntorch_export(lava_runs, name, layers):
     from toolchain.loihi.quantize import quantize
 
-    r = lava_runs["subtract"]
+    r = lava_runs[name]
     fx = quantize(r["prog"])
     emu = backends.run("emulator", r["prog"], r["x"], quant=fx)
     fixed = backends.run("lava-fixed", r["prog"], r["x"], quant=fx)
-    assert sorted(emu.spikes) == sorted(fixed.spikes) and len(emu.spikes) == 5
+    assert sorted(emu.spikes) == sorted(fixed.spikes) and len(emu.spikes) == layers
     for k in emu.spikes:
         assert np.asarray(emu.spikes[k]).mean() > 0.01, k
         assert np.array_equal(np.asarray(emu.spikes[k]), np.asarray(fixed.spikes[k])), k
@@ -440,3 +501,44 @@ def test_cli_export_round_trip(tmp_path):
     x = inputs(seed=5, rate=0.5)
     res = simulate(lower(graph, discretization_of(graph)), x)
     check_same_spikes(graph, res, run_snntorch(model, x), min_rate=0.01)
+
+
+@pytest.mark.parametrize("name", ["guard", "held"])
+def test_the_new_rules_matter_on_the_lava_chains_and_a_net_refuses_them(lava_runs, name):
+    """The chains reach the cases where snnTorch's rules differ from the plain ones (so Lava's
+    agreement above tests LIFSnnTorchReset), and the netx writer refuses them by name."""
+    from exporters.nir_to_netx import netx_layers
+    from toolchain.errors import UnsupportedNodeError
+    from toolchain.loihi.quantize import quantize
+
+    r = lava_runs[name]
+    d = discretization_of(r["graph"])
+    plain = simulate(lower(r["graph"], d.replace(reset_guard=False) if name == "guard" else d.replace(reset_delay=False)),
+                     r["x"])  # fmt: skip
+    tm = r["graph"].metadata["torch_modules"]
+    assert any(not np.array_equal(np.asarray(plain.spikes[k]).astype(bool), r["want"][tm[k]]) for k in plain.spikes)
+    how = "resets by subtraction" if name == "guard" else "holds v at its reset value.*refractory"
+    with pytest.raises(UnsupportedNodeError, match=f"'layers.1' \\(.*\\) {how}.*lava-float, lava-fixed or the emulator") as e:
+        netx_layers(quantize(r["prog"], profile="netx"))
+    assert "\n" not in str(e.value)
+
+
+def test_snntorch_itself_cannot_run_rsynaptic_without_delay_and_init_hidden():
+    """The refusal above names snnTorch's own failure: its forward divides the None spike argument."""
+    m = snn.RSynaptic(alpha=0.5, beta=0.5, linear_features=3, reset_delay=False, init_hidden=True)
+    with pytest.raises(TypeError, match="NoneType"):
+        m(torch.zeros(2, 3))
+
+
+def test_cli_inspect_and_simulate_a_guarded_export(tmp_path, capsys):
+    """The guard travels in the file: inspect shows it, and the file read back gives snnTorch's spikes."""
+    from toolchain.cli.main import main
+    from toolchain.ir import save_graph
+
+    model = two_layer("Synaptic", "subtract", False)
+    save_graph(api.export(model, dt=DT), tmp_path / "g.nir")
+    assert main(["inspect", str(tmp_path / "g.nir")]) == 0
+    assert "reset_guard=True" in capsys.readouterr().out
+    graph = load_graph(str(tmp_path / "g.nir"))
+    x = inputs(seed=3)
+    check_same_spikes(graph, simulate(lower(graph, discretization_of(graph)), x), run_snntorch(model, x))

@@ -40,3 +40,20 @@ def build(kind: str, dt: float = 1e-3, seed: int = 0):
             if "recurrent_weights" in n:
                 p.mul_(0.5)
     return m.eval()
+
+
+#: zoo family -> the dataset its checkpoint was trained on (docs/zoo.md)
+ZOO = {"resnet": "digits", "segmentation": "digits-seg", "transfer": "digits", "audio": "spoken-digits"}
+
+
+def zoo(family: str, samples: int = 2):
+    """(graph, inputs [samples, steps, ...], dt) of a shipped zoo checkpoint, exported by nirdeploy,
+    on the first test samples of its own dataset binned at its training dt."""
+    from toolchain import api
+    from toolchain.data import open_dataset
+
+    g = api.export_checkpoint(f"examples.zoo.{family}.model:build_model", f"examples/zoo/{family}/checkpoint.pt")
+    g = g[0] if isinstance(g, tuple) else g
+    dt = float(g.metadata["dt"])
+    x = open_dataset(ZOO[family]).subset(np.arange(samples)).bin(dt).astype(np.float64)
+    return g, x, dt

@@ -58,6 +58,50 @@ def run_norse(graph, x: np.ndarray, dt: float) -> np.ndarray:
         return _step(m, x)
 
 
+#: the node types norse 1.1.0's from_nir maps (norse/torch/utils/import_nir.py); nirtorch drops
+#: the others without a word (an LI readout vanishes; an AvgPool2d breaks the graph: bug list)
+NORSE_READS = ("Input", "Output", "Affine", "Conv2d", "Flatten", "Linear", "IF", "CubaLIF", "LIF", "SumPool2d")
+
+
+def norse_layers(graph, x: np.ndarray, dt: float) -> Dict[str, np.ndarray]:
+    """norse's ``from_nir`` module stepped over ``x``: {graph node: its module's output [samples,
+    steps, ...]} for every node the reader built a module for (nirtorch names them by node, '.'
+    replaced by '_')."""
+    import norse.torch as nt
+
+    with _quiet():
+        m = nt.from_nir(_plain_graph(graph), dt=dt)
+        rec: Dict[str, list] = {}
+        mods = dict(m.named_modules())
+        hooks = [mods[k.replace(".", "_")].register_forward_hook(
+            lambda mod, i, o, k=k: rec.setdefault(k, []).append((o[0] if isinstance(o, tuple) else o).detach().double().numpy()))
+            for k in graph.nodes if k.replace(".", "_") in mods and k not in ("input", "output")]  # fmt: skip
+        try:
+            _step(m, x)
+        finally:
+            for h in hooks:
+                h.remove()
+    return {k: np.stack(v, axis=1) for k, v in rec.items()}
+
+
+def layer_agreement(graph, x: np.ndarray, dt: float) -> Dict[str, object]:
+    """norse's spikes vs nirdeploy's reference on every spiking layer of ``graph``, and which of
+    the graph's nodes norse's reader left out."""
+    from simulators.reference import simulate
+    from toolchain.ir import discretization_of
+    from toolchain.program import lower
+
+    res = simulate(lower(graph, discretization_of(graph)), x)
+    theirs = norse_layers(graph, x, dt)
+    layers = {}
+    for k, z in res.spikes.items():
+        ours = np.asarray(z).astype(bool)
+        t = theirs[k].reshape(ours.shape) > 0
+        layers[k] = (float(np.mean(t == ours)), int(t.sum()), int(ours.sum()))
+    missing = [k for k, n in graph.nodes.items() if type(n).__name__ not in NORSE_READS]
+    return {"layers": layers, "missing": missing}
+
+
 def run_snntorch(graph, x: np.ndarray) -> np.ndarray:
     from snntorch.import_nir import import_from_nir  # not re-exported by snntorch/__init__ in 1.0.0
 

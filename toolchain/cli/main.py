@@ -114,7 +114,7 @@ def cmd_inspect(args) -> int:
         return 0
     console = new_console()
     meta = info["metadata"]
-    keys = ("dt", "scheme", "input_convention", "reset", "reset_delay", "recurrent_step0", "v_init", "source_framework", "source_framework_version", "readout", "retime")
+    keys = ("dt", "scheme", "input_convention", "reset", "reset_delay", "reset_guard", "recurrent_step0", "v_init", "source_framework", "source_framework_version", "readout", "retime")
     shown = {k: meta[k] for k in keys if k in meta}
     console.print(f"[bold]{args.model}[/bold]")
     console.print("metadata: " + (", ".join(f"{k}={v}" for k, v in shown.items()) if shown else "none (graph written by another tool: run it with --dt; retime it with --source-dt and --method)"))
@@ -281,7 +281,8 @@ def add_reset_args(p) -> None:
                         "(v <- v - v_threshold; snnTorch's and Sinabs' default) or none (spikes, v never reset)")  # fmt: skip
     p.add_argument("--reset-delay", action="store_true", default=None,
                    help="with --reset subtract: snnTorch's one-step-late subtraction (its reset_delay=True default), "
-                        "i.e. v <- v - v_threshold/beta at once (docs/discretization.md)")  # fmt: skip
+                        "i.e. v <- v - v_threshold/beta at once; with --reset value: v is held at v_reset through "
+                        "the step after a spike (snnTorch's delayed zero reset; docs/discretization.md)")  # fmt: skip
     p.add_argument("--recurrent-step0", choices=RECURRENT_STEP0,
                    help="what a recurrent edge delivers at a sample's first step: bias (default: the literal reading, "
                         "a recurrent Affine sees zero spikes and outputs its bias, as snnTorch computes) or none")  # fmt: skip

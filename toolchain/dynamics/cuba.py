@@ -94,6 +94,8 @@ class CubaForm:
     v_sub: Optional[np.ndarray] = None
     #: [N] partial reset: v_lava <- v_keep v_lava - v_sub on a spike; None: 1 (pure subtraction)
     v_keep: Optional[np.ndarray] = None
+    refractory: int = 0  # steps v is held at its reset value after a spike (NeuronSSM.refractory)
+    reset_guard: bool = False  # snnTorch's reset_delay=False decision (NeuronSSM.reset_guard)
 
     @property
     def n(self) -> int:
@@ -119,6 +121,8 @@ class CubaGroup:
     u_bias: Optional[np.ndarray] = None  # [n] constant into u every step (a bias unit), scale folded in
     v_sub: Optional[np.ndarray] = None  # [n] reset by subtraction (Lava units, normalization folded in)
     v_keep: Optional[np.ndarray] = None  # [n] partial reset: v <- v_keep v - v_sub; None: 1
+    refractory: int = 0  # steps v is held at 0 (its reset value) after a spike
+    reset_guard: bool = False  # v > vth after the subtraction: the next decision is against vth + v_sub
 
     @property
     def n(self) -> int:
@@ -341,6 +345,8 @@ def cuba_form(
         v_scale=np.ones(n),
         v_sub=v_sub,
         v_keep=v_keep,
+        refractory=int(getattr(ssm, "refractory", 0)) if spiking else 0,
+        reset_guard=bool(getattr(ssm, "reset_guard", False)) and subtract,
         u_scale=np.asarray(u_scale, dtype=np.float64),
         u_bias=None if u_bias is None else np.asarray(u_bias, dtype=np.float64),
         exact=proj_error == 0.0,
@@ -398,6 +404,8 @@ def _group(form: CubaForm, idx, du, dv, vth, lam) -> CubaGroup:
         u_bias=None if form.u_bias is None else form.u_bias[idx] * lam,
         v_sub=None if form.v_sub is None else form.v_sub[idx] * lam,
         v_keep=None if form.v_keep is None else form.v_keep[idx].copy(),
+        refractory=form.refractory,
+        reset_guard=form.reset_guard,
     )
 
 
@@ -416,10 +424,15 @@ def simulate_cuba(groups: List[CubaGroup], n: int, u: np.ndarray) -> Tuple[np.nd
         U = np.zeros(g.n)
         V = np.zeros(g.n)
         ub = 0.0 if g.u_bias is None else g.u_bias
+        held = np.zeros(g.n, dtype=bool)
         for k in range(T):
             U = U * (1 - g.du) + g.scale * u[k, g.idx] + ub
+            V_old = V
             V = V * (1 - g.dv) + U + g.bias
-            z = V > g.vth
+            if g.refractory:
+                V = np.where(held, 0.0, V)
+            z = V > (g.vth + np.where(V_old > g.vth, g.v_sub, 0.0) if g.reset_guard else g.vth)
+            held = z
             kept = V if g.v_keep is None else g.v_keep * V
             V = np.where(z, 0.0 if g.v_sub is None else kept - g.v_sub, V)
             v_out[k, g.idx] = V / g.v_scale + g.v_offset
@@ -435,10 +448,18 @@ def simulate_ssm(ssm: NeuronSSM, u: np.ndarray) -> Tuple[np.ndarray, Optional[np
     x = np.array(ssm.x0, dtype=np.float64).reshape(n, s)
     v_out = np.zeros((T, n))
     z_out = np.zeros((T, n), dtype=bool)
+    held = np.zeros(n, dtype=bool)
     for k in range(T):
+        v_old = x[:, -1].copy()
         x = np.einsum("nij,nj->ni", ssm.A, x) + ssm.B * u[k][:, None] + ssm.c
         if ssm.v_threshold is not None:
-            z = x[:, -1] > ssm.v_threshold
+            if getattr(ssm, "refractory", 0):
+                x[:, -1] = np.where(held, ssm.v_reset, x[:, -1])
+            th = ssm.v_threshold
+            if getattr(ssm, "reset_guard", False):
+                th = th + np.where(v_old > ssm.v_threshold, ssm.v_subtract, 0.0)
+            z = x[:, -1] > th
+            held = z
             if ssm.v_subtract is not None:
                 kept = x[:, -1] if getattr(ssm, "v_keep", None) is None else ssm.v_keep * x[:, -1]
                 x[:, -1] = np.where(z, kept - ssm.v_subtract, x[:, -1])

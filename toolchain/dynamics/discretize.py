@@ -31,6 +31,18 @@ k = 0 is the reset to v_reset, k = 1 with v_reset = 0 the reset by subtraction. 
 ``v <- v_keep v - v_subtract`` with ``v_keep = k`` and ``v_subtract = k v_th - v_reset``, the
 form every backend that resets by subtraction runs (``v_keep`` None means 1).
 
+snnTorch 1.0.0's two other rules (exporters/snntorch_to_nir.py, docs/snntorch.md):
+
+* ``reset = "value"`` with ``reset_delay`` (``NeuronSSM.refractory = 1``): Synaptic / RLeaky /
+  RSynaptic / Lapicque with ``reset_mechanism="zero"`` and the delay compute
+  ``mem[t] = (1 - H(mem[t-1] - thr)) (beta mem[t-1] + syn[t])``: after a spike v is reset to
+  v_reset and *held* there through the next step (that step's input does not reach v, and it
+  cannot spike; a two-state neuron's current integrates as usual).
+* ``reset = "subtract"`` with ``reset_guard`` (``NeuronSSM.reset_guard``; no delay): snnTorch's
+  ``reset_delay=False`` subtracts immediately but decides the spike on
+  ``beta mem[t-1] + I[t] - H(mem[t-1] - thr) thr``: a neuron whose v after the subtraction is
+  still above the threshold decides the next step against ``v_threshold + v_subtract``.
+
 No reset (``reset = "none"``, snnTorch's ``reset_mechanism="none"``): spikes are emitted where
 v > v_threshold and v is left as it is; expressed as a subtraction of nothing (``v_subtract = 0``),
 so every backend that resets by subtraction runs it unchanged.
@@ -87,6 +99,11 @@ class NeuronSSM:
     v_subtract: Optional[np.ndarray] = None
     #: [N] the factor v is multiplied by on a spike before the subtraction (partial reset); None: 1
     v_keep: Optional[np.ndarray] = None
+    #: steps v is held at v_reset after a spike ("value" reset with reset_delay): 0 or 1
+    refractory: int = 0
+    #: "subtract" without delay: a neuron whose v is still above v_threshold after its subtraction
+    #: decides the next step against v_threshold + v_subtract (snnTorch's reset_delay=False)
+    reset_guard: bool = False
 
     @property
     def spiking(self) -> bool:
@@ -275,6 +292,8 @@ def neuron_ssm(node, shape, node_name: str, disc: Discretization, override=None)
         dt=disc.dt,
         v_subtract=v_sub,
         v_keep=v_keep,
+        refractory=int(v_th is not None and disc.reset == "value" and bool(disc.reset_delay)),
+        reset_guard=bool(v_th is not None and disc.reset == "subtract" and disc.reset_guard),
     )
 
 

@@ -157,7 +157,9 @@ def detect(graph) -> Convention:
             {"dt": SNNTORCH_DT, "scheme": "euler", "input_convention": "current", "reset": "subtract", "reset_delay": True},
             True,
             "snnTorch's default reset (subtract, one step late); export_to_nir records no reset rule: a model "
-            "trained with reset_mechanism='zero' runs with --reset value, 'none' with a threshold it never reaches",
+            "trained with reset_mechanism='zero' runs with --reset value (Leaky, or reset_delay=False) or --reset value "
+            "--reset-delay (Synaptic/RSynaptic with the delay), 'none' with --reset none; reset_delay=False "
+            "subtraction needs metadata reset_guard (nirdeploy export of the snnTorch model writes it)",
         )
     leaky = {k: n for k, n in neurons.items() if type(n).__name__ not in ("IF", "I")}
     if leaky:

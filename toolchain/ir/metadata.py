@@ -19,7 +19,15 @@ NIR stores continuous-time parameters and no timestep. A graph written by nirdep
                               RLeaky / RSynaptic compute) or "none" (nothing arrives; nirdeploy's
                               reading before this key existed)
     reset_delay               with "subtract": true for snnTorch's one-step-late subtraction
-                              (v <- v - v_th / a22, docs/discretization.md); default false
+                              (v <- v - v_th / a22, docs/discretization.md); with "value": true
+                              for snnTorch's delayed reset to zero of Synaptic / RLeaky /
+                              RSynaptic / Lapicque (v is held at v_reset through the step after
+                              a spike, that step's input included: a one-step refractory
+                              period); default false
+    reset_guard               with "subtract" and no reset_delay: true for snnTorch's
+                              reset_delay=False rule (a neuron whose v is still above v_th after
+                              its subtraction decides the next step against v_th + v_subtract);
+                              default false, written only when true
     v_init                    initial membrane potential: "zero", "v_leak" or "v_reset"
     node_conventions          per-node overrides of input_convention / v_init
     source_framework(_version) who trained it
@@ -85,6 +93,7 @@ class Discretization:
     recurrent_step0: str = "bias"
     reset_delay: bool = False
     reset_keep: float = 0.0
+    reset_guard: bool = False
 
     def __post_init__(self):
         if not np.isfinite(self.dt) or self.dt <= 0:
@@ -104,6 +113,11 @@ class Discretization:
                 raise NirDeployError("a partial reset has no one-step-late (reset_delay) form")
         elif keep != 0.0:
             raise NirDeployError(f"reset_keep applies to the partial reset only (reset is {self.reset!r})")
+        if not isinstance(self.reset_guard, (bool, np.bool_)):
+            raise NirDeployError(f"reset_guard must be true or false, got {self.reset_guard!r}")
+        if self.reset_guard and (self.reset != "subtract" or self.reset_delay):
+            raise NirDeployError(f"reset_guard needs reset 'subtract' without reset_delay, got reset {self.reset!r}"
+                                 f"{' with reset_delay' if self.reset_delay else ''}")  # fmt: skip
         _check_choice("v_init", self.v_init, V_INITS)
         _check_choice("recurrent_step0", self.recurrent_step0, RECURRENT_STEP0)
         for node, conv in self.node_conventions.items():
@@ -129,12 +143,13 @@ class Discretization:
             recurrent_step0=self.recurrent_step0,
             reset_delay=self.reset_delay,
             reset_keep=self.reset_keep,
+            reset_guard=self.reset_guard,
         )
         d.update(kw)
         return Discretization(**d)
 
     def to_metadata(self) -> Dict[str, Any]:
-        return {
+        meta = {
             "dt": float(self.dt),
             "scheme": self.scheme,
             "input_convention": self.input_convention,
@@ -145,6 +160,9 @@ class Discretization:
             "recurrent_step0": self.recurrent_step0,
             **({"reset_keep": float(self.reset_keep)} if self.reset == "partial" else {}),
         }
+        if self.reset_guard:
+            meta["reset_guard"] = True
+        return meta
 
     @classmethod
     def from_metadata(cls, meta: Mapping[str, Any]) -> "Discretization":
@@ -159,6 +177,9 @@ class Discretization:
         delay = meta.get("reset_delay", False)
         if not isinstance(delay, bool):
             raise NirDeployError(f"metadata reset_delay must be true or false, got {delay!r}")
+        guard = meta.get("reset_guard", False)
+        if not isinstance(guard, bool):
+            raise NirDeployError(f"metadata reset_guard must be true or false, got {guard!r}")
         return cls(
             dt=float(dt),
             scheme=str(meta.get("scheme", "exact")),
@@ -169,6 +190,7 @@ class Discretization:
             recurrent_step0=str(meta.get("recurrent_step0", "bias")),
             reset_delay=delay,
             reset_keep=meta.get("reset_keep", 0.0),
+            reset_guard=guard,
         )
 
 
@@ -220,6 +242,8 @@ def discretization_of(
         kw["recurrent_step0"] = recurrent_step0
     if reset_delay is not None:
         kw["reset_delay"] = bool(reset_delay)
+    if base.reset_guard and (kw.get("reset", base.reset) != "subtract" or kw.get("reset_delay", base.reset_delay)):
+        kw["reset_guard"] = False  # an overridden reset rule replaces snnTorch's guard
     return base.replace(**kw) if kw else base
 
 

@@ -40,6 +40,8 @@ class FixedGroup:
     #: partial reset: v <- ((v_keep v) >> 12) - v_sub where it spiked (int64, 12-bit fractions of 1);
     #: None: 4096 (a pure subtraction)
     v_keep: Optional[np.ndarray] = None
+    refractory: int = 0  # v is held at 0 through the step after a spike (snnTorch's delayed zero reset)
+    reset_guard: bool = False  # v > vth << 6 after its subtraction: the next decision adds v_sub
 
     @property
     def n(self) -> int:

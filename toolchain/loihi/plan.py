@@ -101,6 +101,8 @@ class PlanGroup:
     u_bias: Optional[np.ndarray] = None  # neuron groups: constant into u every step (a bias unit delivers it)
     v_sub: Optional[np.ndarray] = None  # reset by subtraction: v -= v_sub on a spike (None: v <- 0)
     v_keep: Optional[np.ndarray] = None  # partial reset: v <- v_keep v - v_sub on a spike (None: 1)
+    refractory: int = 0  # v is held at 0 (its reset value) through the step after a spike
+    reset_guard: bool = False  # v > vth after its subtraction: the next decision is against vth + v_sub
 
     @property
     def n(self) -> int:
@@ -486,6 +488,8 @@ def plan_network(program: Program, n_samples: int, n_steps: int, use_conv: bool 
                 u_bias=ub,
                 v_sub=v_sub,
                 v_keep=v_keep,
+                refractory=g.refractory,
+                reset_guard=g.reset_guard,
             )
             keys.append(key)
         node_groups[name] = keys

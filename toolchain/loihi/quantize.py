@@ -336,6 +336,8 @@ def _quantize_plan(
             limit=limit,
             v_sub=v_sub,
             v_keep=v_keep,
+            refractory=int(getattr(g, "refractory", 0)),
+            reset_guard=bool(getattr(g, "reset_guard", False)),
         )
     for c in plan.conns:
         K = groups[c.dst].scale

@@ -161,7 +161,7 @@ def retime(graph, dt_target: float, method: str, source: Discretization | None =
     new_overrides: Dict[str, Dict[str, np.ndarray]] = {}
     target = disc.replace(dt=float(dt_target))
     history = dict(meta.get("retime") or {})
-    if full_method.endswith(CARRY):
+    if full_method.endswith(CARRY) and not disc.reset_delay:  # snnTorch's held reset (value + delay) stays as it is
         trained = history.get("trained_dt")
         trained_rho = float(dt_target) / float(trained) if trained else None
         reset, keep = carry_reset(disc.reset, disc.reset_keep, rho, trained_rho)
