@@ -94,7 +94,7 @@ def build_fixed(fx, plan, x: np.ndarray, workdir: str, record_v: bool = False, c
             from simulators.lava_subtract import LIFSnnTorchReset, PyLifSnnTorchResetModelBitAcc
 
             v_sub = g.v_sub.astype(np.int32) if g.v_sub is not None else np.zeros(g.n, np.int32)
-            procs[key] = LIFSnnTorchReset(**common, v_sub=v_sub, refractory=g.refractory, reset_guard=g.reset_guard,
+            procs[key] = LIFSnnTorchReset(**common, v_sub=v_sub, fixed_keep=True, refractory=g.refractory, reset_guard=g.reset_guard,
                                           reset_interval=W, reset_offset=(1 + g.depth) % W)  # fmt: skip
             sub_models[procs[key]] = PyLifSnnTorchResetModelBitAcc
         elif g.v_sub is not None:  # reset by subtraction: nirdeploy's own process

@@ -199,6 +199,7 @@ class PyLifSnnTorchResetModelFloat(_SnnTorchRules, _PeriodicReset, AbstractPyLif
     s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)
     vth: float = LavaPyType(float, float)
     v_sub: np.ndarray = LavaPyType(np.ndarray, float)
+    v_keep: np.ndarray = LavaPyType(np.ndarray, float)  # inherited Var of LIFSubtractReset, unused here
     held: np.ndarray = LavaPyType(np.ndarray, int)
 
     def __init__(self, proc_params):
@@ -225,6 +226,7 @@ class PyLifSnnTorchResetModelBitAcc(_SnnTorchRules, _PeriodicReset, AbstractPyLi
     s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int32, precision=24)
     vth: int = LavaPyType(int, np.int32, precision=17)
     v_sub: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=24)
+    v_keep: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=13)  # inherited Var, unused here
     held: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=1)
 
     def __init__(self, proc_params):
