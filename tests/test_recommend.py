@@ -153,6 +153,12 @@ def test_demo_fits_one_screen(tmp_path):
     text = r.stdout
     assert "accuracy and agreement" in text and "reference on the Lava samples" in text
     assert "report.html" in text and "uJ" in text
+    # the demo's report opens with torch vs reference vs Lava, each number with its samples
+    md = (tmp_path / "d" / "report.md").read_text()
+    summary = json.loads((tmp_path / "d" / "demo_summary.json").read_text())
+    assert md.index("Demo: torch vs reference vs Lava") < md.index("Summary")
+    assert "all 500 test samples" in md and "first 4 test samples" in md and "identical spikes in" in md
+    assert f"{summary['accuracy']['lava-float']:.4g}"[:4] in md
 
 
 def test_lava_agreement_in_the_recommendation(tmp_path, capsys):

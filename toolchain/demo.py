@@ -135,17 +135,19 @@ def run_demo(out: str, lava_samples: int = 32, quiet: bool = False, verbose: boo
         console.print(f"per inference on Loihi 2 ({e[0]['name']}, an estimate): {rec_ref['total_spikes_per_sample']:.0f} spikes, "
                       f"{e[0]['total_j'] * 1e6:.3g} uJ; {res.get('cores', '?')} cores")  # fmt: skip
     console.print(f"wrote {out}/: model.nir, run_reference.json, run_lava-float.json, compare_reference_lava-float.json, demo_summary.json")
-    _demo_report(out, console, verbose)
+    _demo_report(out, console, verbose, summary)
     console.print(f"demo took {summary['seconds']:.1f} s")
     return summary
 
 
 # --------------------------------------------------------------------------- metrics, energy, report
-def _demo_report(out: str, console, verbose: bool = False) -> None:
-    """DIR/report.html + DIR/report.md of the reference run; its tables in the terminal with ``verbose``."""
+def _demo_report(out: str, console, verbose: bool = False, summary: dict = None) -> None:
+    """DIR/report.html + DIR/report.md: the demo's accuracy and agreement (torch, reference, Lava,
+    each with its samples), then the reference run; its tables in the terminal with ``verbose``."""
     from toolchain.reports.report import build_report, print_summary
 
-    res = build_report(os.path.join(out, "run_reference.json"), os.path.join(out, "report.html"), os.path.join(out, "report.md"))
+    res = build_report(os.path.join(out, "run_reference.json"), os.path.join(out, "report.html"), os.path.join(out, "report.md"),
+                       demo=summary)  # fmt: skip
     if verbose:
         print_summary(res, console)
     console.print(f"wrote {out}/report.html and {out}/report.md (metrics, energy, chip resources, plots)")

@@ -22,6 +22,7 @@ from toolchain.ir.atomic import atomic_write
 from toolchain.analysis.schema import kind_of, parse
 
 SECTION_TITLES = {
+    "demo": "Demo: torch vs reference vs Lava",
     "summary": "Summary",
     "segmentation": "Segmentation (mean IoU)",
     "recommendation": "Recommendation: which method at each target timestep",
@@ -481,13 +482,33 @@ def _caveats(rec: Optional[dict]) -> List[str]:
     return items
 
 
+def demo_table(summary: dict):
+    """The demo's accuracy and agreement, each number with the samples it was computed on
+    (``demo_summary.json`` of toolchain/demo.py)."""
+    tv, rl, acc = summary["torch_vs_reference"], summary["reference_vs_lava_float"], summary["accuracy"]
+    n, m = tv["samples"], rl["samples"]
+    rows = [
+        ["torch (norse, the trained model)", f"all {n} test samples", _f(acc["torch"]),
+         f"spikes {_f(tv['spike_agreement'])}, predictions {_f(tv['prediction_agreement'])}"],
+        ["reference (nirdeploy, float64)", f"all {n} test samples", _f(acc["reference"]), "-"],
+        ["reference on Lava's samples", f"first {m} test samples", _f(acc["reference_on_lava_subset"]), "-"],
+        ["lava-float (Lava's CPU simulator)", f"first {m} test samples", _f(acc["lava-float"]),
+         f"spikes {_f(rl['spike_agreement'])}, predictions {_f(rl['prediction_agreement'])}, "
+         f"identical spikes in {rl['samples_with_identical_spikes']}/{m} samples"],
+    ]  # fmt: skip
+    return ("accuracy and agreement with the reference", ["model / backend", "computed on", "accuracy",
+                                                          "agreement with the reference"], rows)  # fmt: skip
+
+
 def build_report(
     path: str,
     out_html: str,
     out_md: Optional[str] = None,
     energy_models: Optional[Sequence[str]] = None,
+    demo: Optional[dict] = None,
 ) -> Dict[str, object]:
-    """Write the HTML (and Markdown) report of a run record or sweep; returns paths and tables."""
+    """Write the HTML (and Markdown) report of a run record or sweep; returns paths and tables.
+    ``demo``: the demo's summary, shown first (torch vs reference vs Lava, with the samples)."""
     kind, data = load_input(path)
     sweep = data if kind == "sweep" else None
     cmp = data if kind == "compare" else None
@@ -503,6 +524,8 @@ def build_report(
         sweep["rows"] = [dict(r, record=with_energy_models(r["record"], energy_models)) if isinstance(r.get("record"), dict) else r for r in sweep["rows"]]
 
     sections: List[Tuple[str, List, List[Tuple[str, bytes]]]] = []  # (id, tables, images)
+    if demo is not None:
+        sections.append(("demo", [demo_table(demo)], []))
     if cmp is not None:
         sections.append(("comparison", compare_tables(cmp), []))
     if sweep and sweep.get("recommendation"):  # the deployment answer first
