@@ -52,10 +52,27 @@ from toolchain.loihi.quantize import quantize
 M24 = 1 << 23
 ENGINES = ("auto", "numba", "numpy")
 
+def numba_cache_dir() -> str:
+    """Where numba caches the compiled kernels: ``$NUMBA_CACHE_DIR`` if set, else
+    ``$XDG_CACHE_HOME/nirdeploy/numba`` (default ``~/.cache/nirdeploy/numba``), never the installed
+    package's ``__pycache__`` (which may be read-only, or shared by several installs)."""
+    import os
+
+    if os.environ.get("NUMBA_CACHE_DIR"):
+        return os.environ["NUMBA_CACHE_DIR"]
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "nirdeploy", "numba")
+
+
 try:  # numba ships with the test extras (neurobench); without it the numpy engine runs
     import os as _os
 
+    # numba reads NUMBA_CACHE_DIR when it is first imported; if something imported it before,
+    # its config is set directly (the decorators below read it when they compile)
+    _os.environ.setdefault("NUMBA_CACHE_DIR", numba_cache_dir())
     import numba as _numba
+
+    _numba.config.CACHE_DIR = _os.environ["NUMBA_CACHE_DIR"]
 
     HAVE_NUMBA = True
     # numba's default threading layer here is GNU OpenMP, which does not survive fork(): a forked
