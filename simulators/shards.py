@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
@@ -52,12 +52,6 @@ def worker_init(parent: int) -> None:
 
     die_with_parent(parent)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    # a forked child of a process whose torch used its OpenMP thread pool hangs in its first
-    # parallel region (GNU OpenMP does not survive fork): the shard's own torch work is small
-    import sys
-
-    if "torch" in sys.modules:
-        sys.modules["torch"].set_num_threads(1)
 
 
 def stop_pool(ex: ProcessPoolExecutor, grace: float = 10.0) -> None:
@@ -87,8 +81,14 @@ _JOB: Dict[str, Any] = {}
 
 
 def _run_shard(a: int, b: int) -> SimResult:
+    import sys
+
     from simulators.backends import run
 
+    # a forked child of a process whose torch used its OpenMP thread pool hangs in its first
+    # parallel region (GNU OpenMP does not survive fork): the shard's own torch work is small
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(1)
     j = _JOB
     return run(j["backend"], j["program"], j["x"][a:b], record_v=j["record_v"], progress=False, profile=j["profile"],
                **j["kw"])  # fmt: skip
@@ -163,20 +163,13 @@ def run_sharded(backend: str, program, inputs, workers: int, record_v: bool = Fa
     ctx = multiprocessing.get_context("fork")  # the workers inherit _JOB (the program does not pickle)
     with ProcessPoolExecutor(max_workers=len(bounds), mp_context=ctx, initializer=worker_init,
                              initargs=(os.getpid(),)) as ex:  # fmt: skip
-        futs = [ex.submit(_run_shard, a, b) for a, b in bounds]
+        futs = {ex.submit(_run_shard, a, b): i for i, (a, b) in enumerate(bounds)}
         parts: List[Optional[SimResult]] = [None] * len(futs)
         try:
-            pending = dict(enumerate(futs))
-            from concurrent.futures import FIRST_COMPLETED, wait
-
-            while pending:
-                done, _ = wait(pending.values(), return_when=FIRST_COMPLETED)
-                for i, f in list(pending.items()):
-                    if f in done:
-                        parts[i] = f.result()
-                        del pending[i]
-                        if bar:
-                            bar.update(1)
+            for f in as_completed(futs):
+                parts[futs[f]] = f.result()
+                if bar:
+                    bar.update(1)
         except BaseException:  # Ctrl-C, Terminated, or a shard's error: no shard keeps running
             stop_pool(ex)
             raise

@@ -196,6 +196,17 @@ def test_fixed_point_keeps_the_rounded_fraction(runs):
             assert np.all(np.abs(g.v_sub) < 2**23)
 
 
+def test_run_record_states_the_rounded_fraction(runs):
+    from toolchain.analysis.records import run_record
+
+    rec = run_record(runs["emulator"], runs["prog"])
+    notes = [a for a in rec["approximations"] if a["kind"] == "partial_reset"]
+    assert sorted(a["node"] for a in notes) == sorted(LAYERS)
+    assert all(a["value"] == pytest.approx(abs(round(KEEP * 4096) / 4096 - KEEP)) for a in notes)
+    assert "2458/4096" in notes[0]["message"]
+    assert rec["loihi_mapping"]["reset_partial"] == {k: pytest.approx(KEEP) for k in LAYERS}
+
+
 # --------------------------------------------------------------------------- the demo model
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):

@@ -77,12 +77,9 @@ def run_demo(out: str, lava_samples: int = 32, quiet: bool = False, verbose: boo
 
     n_lava = min(lava_samples, len(labels))
     sub = np.arange(n_lava)
-    if workers and workers > 1 and n_lava > 1:  # Lava's samples in shards side by side (simulators/shards.py)
-        from simulators.shards import run_sharded
+    from simulators.shards import run_with_workers  # Lava's samples in shards side by side
 
-        lava = run_sharded("lava-float", program, x[sub], workers, progress=not quiet)
-    else:
-        lava = run("lava-float", program, x[sub], progress=not quiet)
+    lava = run_with_workers("lava-float", program, x[sub], workers, progress=not quiet)
     rec_lava = run_record(lava, program, labels=labels[sub], readout=readout, model=nir_path, data=data, inputs=x[sub])
     write_json(rec_lava, os.path.join(out, "run_lava-float.json"))
     ref_sub = _subset(ref, sub)

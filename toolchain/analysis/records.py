@@ -166,11 +166,14 @@ def approximations(rec: Dict[str, Any]) -> List[Dict[str, Any]]:
                         "message": f"{node}: its constant input enters the synaptic current through {u['units']} "
                                    f"bias unit(s) with {u['synapses']} synapses (exact; counted in resources and energy)"})  # fmt: skip
         if rec.get("backend") in ("lava-fixed", "emulator"):
+            from toolchain.loihi.quantize import KEEP_BITS, quantize_keep
+
             for node, k in sorted(((rec.get("loihi_mapping") or {}).get("reset_partial") or {}).items()):
-                q = round(float(k) * 4096) / 4096
+                kq = int(quantize_keep(float(k)))
+                q = kq / 2**KEEP_BITS
                 out.append({"kind": "partial_reset", "node": node, "value": abs(q - float(k)),
                             "message": f"{node}: the partial reset keeps {float(k):.6g} of the excess; in fixed point "
-                                       f"{round(float(k) * 4096)}/4096 = {q:.6g}, rounded down to the state's integer"})  # fmt: skip
+                                       f"{kq}/{2**KEEP_BITS} = {q:.6g}, rounded down to the state's integer"})  # fmt: skip
     for node in (rec.get("loihi_mapping") or {}).get("host_readout") or []:
         out.append({"kind": "host_readout", "node": node, "value": None,
                     "message": f"{node}: non-spiking, so a .net runs it on the host from the chip's output spikes "

@@ -26,7 +26,7 @@ import numpy as np
 
 from toolchain.errors import NirDeployError
 from toolchain.ir.atomic import atomic_path, atomic_write
-from toolchain.signals import die_with_parent
+from simulators.shards import stop_pool, worker_init  # a sweep worker dies with the sweep, Ctrl-C goes to it
 from toolchain.analysis.schema import SweepRecord
 
 
@@ -275,15 +275,6 @@ def _import_netx(path: str, out_dir: str, source: Optional[dict]):
     return out, info
 
 
-def _worker_init(parent: int) -> None:
-    """A sweep worker dies with the sweep, and leaves Ctrl-C (SIGINT to the whole terminal's
-    process group) to the parent, which cancels the queued cells and stops the workers."""
-    import signal
-
-    die_with_parent(parent)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
 def _cached_row(path: str, key: Dict[str, Any]) -> Optional[Dict]:
     """The finished cell at ``path`` if it was computed under ``key`` (same hash), else None."""
     try:
@@ -329,7 +320,7 @@ def _sweep_locked(graph, model_path, data, dts, methods, backend, out_dir, sampl
                 if bar:
                     bar.update(1)
         else:
-            with ProcessPoolExecutor(max_workers=workers, initializer=_worker_init, initargs=(os.getpid(),)) as ex:
+            with ProcessPoolExecutor(max_workers=workers, initializer=worker_init, initargs=(os.getpid(),)) as ex:
                 futs = {ex.submit(_guarded, model_path, data, c, backend, samples, out_dir, source, src_dt, profile): c
                         for c in todo}
                 try:
@@ -339,7 +330,7 @@ def _sweep_locked(graph, model_path, data, dts, methods, backend, out_dir, sampl
                         if bar:
                             bar.update(1)
                 except KeyboardInterrupt:  # also Terminated (SIGTERM, SIGHUP): no queued cell runs
-                    _stop_pool(ex)
+                    stop_pool(ex)
                     raise
     if bar:
         bar.close()
@@ -423,29 +414,6 @@ def lava_agreement(model_path: str, data: str, cell: Cell, source: Optional[dict
     entry["layers"] = [{"name": l["name"], "spike_agreement": l["spike_agreement"]} for l in cmp["layers"]]
     entry["record"] = os.path.relpath(path, out_dir)
     return entry
-
-
-def _stop_pool(ex: ProcessPoolExecutor, grace: float = 10.0) -> None:
-    """Cancel the queued cells and end the workers: SIGTERM (a Lava run in a worker stops its
-    runtime), SIGKILL for those still alive after ``grace`` seconds."""
-    import time
-
-    procs = list((getattr(ex, "_processes", None) or {}).values())
-    ex.shutdown(wait=False, cancel_futures=True)
-    for p in procs:
-        try:
-            p.terminate()
-        except Exception:  # pragma: no cover - already gone
-            pass
-    deadline = time.monotonic() + grace
-    for p in procs:
-        try:
-            p.join(timeout=max(0.0, deadline - time.monotonic()))
-            if p.is_alive():
-                p.kill()
-                p.join(timeout=5)
-        except Exception:  # pragma: no cover
-            pass
 
 
 def _guarded(model_path, data, cell, backend, samples, out_dir, source, src_dt, profile=None):
