@@ -124,15 +124,31 @@ def merge_info(parts: List[SimResult], bounds: List[Tuple[int, int]]) -> Dict[st
 
 
 def run_with_workers(backend: str, program, inputs, workers: Optional[int] = None, record_v: bool = False,
-                     progress: bool = False, profile=None, **kw) -> SimResult:  # fmt: skip
+                     progress: bool = False, profile=None, executor: Optional[str] = None,
+                     ray_address: Optional[str] = None, **kw) -> SimResult:  # fmt: skip
     """``simulators.backends.run``, sharded over ``workers`` processes when the backend is a Lava one
-    and there is more than one sample (the other backends are batched already and ignore it)."""
+    and there is more than one sample (the other backends are batched already and ignore it).
+
+    ``executor="ray"`` runs the shards as Ray tasks (simulators/ray_executor.py) on the cluster at
+    ``ray_address`` / ``$RAY_ADDRESS``, or on a local Ray started for the run; ``workers`` is then
+    the number of shards (default: the cluster's CPUs)."""
     from simulators.backends import get, run
     from toolchain.errors import NirDeployError
 
-    if workers is not None and int(workers) < 1:
-        raise NirDeployError(f"--workers must be at least 1, got {workers}")
-    if workers and int(workers) > 1 and get(backend).needs_lava and np.shape(inputs)[0] > 1:
+    if workers is not None and (isinstance(workers, bool) or int(workers) != workers or int(workers) < 1):
+        raise NirDeployError(f"--workers must be a whole number of at least 1, got {workers!r}")
+    from simulators.ray_executor import check_executor
+
+    ex = check_executor(executor)
+    if ray_address and ex != "ray":
+        raise NirDeployError("--ray-address is for --executor ray")
+    lava = get(backend).needs_lava and np.shape(inputs)[0] > 1
+    if ex == "ray" and lava:
+        from simulators.ray_executor import run_sharded_ray
+
+        return run_sharded_ray(backend, program, inputs, workers, record_v=record_v, progress=progress,
+                               profile=profile, address=ray_address, **kw)  # fmt: skip
+    if workers and int(workers) > 1 and lava:
         t0 = time.perf_counter()
         res = run_sharded(backend, program, inputs, int(workers), record_v=record_v, progress=progress, profile=profile, **kw)
         res.info["seconds"] = time.perf_counter() - t0

@@ -372,15 +372,20 @@ def load_inputs(program, data: Optional[str] = None, input: Optional[str] = None
 
 # --------------------------------------------------------------------------- running
 def simulate(program, x, backend: str = "reference", profile: Optional[str] = None, record_v: bool = False,
-             progress: bool = False, workers: Optional[int] = None, **kw):  # fmt: skip
+             progress: bool = False, workers: Optional[int] = None, executor: str = "local",
+             ray_address: Optional[str] = None, **kw):  # fmt: skip
     """Run ``x`` [samples, steps, *input_shape] on ``backend`` (reference, lava-float, lava-fixed,
     emulator; ``profile`` netx/loihi for the fixed-point ones) -> ``SimResult``.
 
     ``workers`` > 1 splits the samples of a Lava backend into that many shards run side by side
-    (simulators/shards.py; the merged result equals one run); the other backends ignore it."""
+    (simulators/shards.py; the merged result equals one run); the other backends ignore it.
+    ``executor="ray"`` runs the shards as Ray tasks instead, on the cluster at ``ray_address`` (or
+    ``$RAY_ADDRESS``) or on a local Ray started for the run; ``workers`` then defaults to the
+    cluster's CPUs (simulators/ray_executor.py, docs/scale.md)."""
     from simulators.shards import run_with_workers
 
-    return run_with_workers(backend, program, x, workers, record_v=record_v, progress=progress, profile=profile, **kw)
+    return run_with_workers(backend, program, x, workers, record_v=record_v, progress=progress, profile=profile,
+                            executor=executor, ray_address=ray_address, **kw)  # fmt: skip
 
 
 def run_record(result, program, labels=None, readout: Optional[str] = None, **kw) -> Dict[str, Any]:
@@ -398,14 +403,15 @@ def readout_of(program) -> str:
 
 def compare(program, x, labels=None, backends: Sequence[str] = ("reference", "lava-float"), readout: Optional[str] = None,
             progress: bool = False, model=None, data=None, targets=None, class_names=None,
-            profile: Optional[str] = None, workers: Optional[int] = None,
-            ) -> Tuple[Dict[str, Any], Dict[str, Dict[str, Any]]]:  # fmt: skip
-    """Run two backends on the same inputs: ``(agreement, {backend: run record})`` (``workers``: Lava
-    backends run in that many shards, see :func:`simulate`)."""
+            profile: Optional[str] = None, workers: Optional[int] = None, executor: str = "local",
+            ray_address: Optional[str] = None) -> Tuple[Dict[str, Any], Dict[str, Dict[str, Any]]]:  # fmt: skip
+    """Run two backends on the same inputs: ``(agreement, {backend: run record})`` (``workers``,
+    ``executor``, ``ray_address``: how Lava backends are sharded, see :func:`simulate`)."""
     from toolchain.analysis.records import compare_backends
 
     return compare_backends(program, x, labels, backends, readout or readout_of(program), progress, model, data,
-                            targets=targets, class_names=class_names, profile=profile, workers=workers)  # fmt: skip
+                            targets=targets, class_names=class_names, profile=profile, workers=workers,
+                            executor=executor, ray_address=ray_address)  # fmt: skip
 
 
 def sweep(model: str, data: str, dts: Sequence[float], methods: Sequence[str], backend: str = "reference",
@@ -414,7 +420,8 @@ def sweep(model: str, data: str, dts: Sequence[float], methods: Sequence[str], b
           recurrent_step0: Optional[str] = None, **kw) -> Dict[str, Any]:  # fmt: skip
     """Accuracy and spikes over target timesteps x retiming methods; writes ``output``/sweep.json,
     sweep.csv and plots. ``kw``: samples, workers, progress, profile, lava_check (N samples: the
-    recommended cell of each dt also on ``lava_backend``, default lava-fixed; docs/retiming.md)."""
+    recommended cell of each dt also on ``lava_backend``, default lava-fixed; docs/retiming.md),
+    executor (``"ray"``: the cells run as Ray tasks) and ray_address."""
     from toolchain.reports.sweep import sweep as run_sweep
 
     source = None

@@ -256,7 +256,8 @@ def compare_results(a: SimResult, b: SimResult, readout: str = "sum") -> Dict[st
 
 def compare_backends(program, x, labels=None, backends: Sequence[str] = ("reference", "lava-float"),
                      readout: str = "sum", progress: bool = False, model=None, data=None, targets=None,
-                     class_names=None, profile: Optional[str] = None, workers: Optional[int] = None):  # fmt: skip
+                     class_names=None, profile: Optional[str] = None, workers: Optional[int] = None,
+                     executor: Optional[str] = None, ray_address: Optional[str] = None):  # fmt: skip
     """Run two backends on the same inputs: ``(compare record, {backend: run record})``; the
     machinery of ``toolchain.api.compare`` (and of ``sweep --lava-check``). ``workers`` > 1: Lava
     backends run their samples in that many shards (simulators/shards.py)."""
@@ -264,7 +265,8 @@ def compare_backends(program, x, labels=None, backends: Sequence[str] = ("refere
 
     if len(backends) != 2:
         raise NirDeployError(f"compare takes two backends, got {len(backends)}")
-    results = [run_with_workers(b, program, x, workers, progress=progress, profile=profile) for b in backends]
+    results = [run_with_workers(b, program, x, workers, progress=progress, profile=profile, executor=executor,
+                                ray_address=ray_address) for b in backends]  # fmt: skip
     cmp = compare_results(results[0], results[1], readout)
     records = {
         r.backend: run_record(r, program, labels=labels, readout=readout, model=model, data=data, inputs=x,

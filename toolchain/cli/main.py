@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import List, Optional
+from typing import Any, Dict, List, Optional
 
 import numpy as np
 
@@ -174,10 +174,11 @@ def cmd_simulate(args) -> int:
 
     check_output_path(args.output, "-o", inputs=[args.model, args.input])
     check_output_path(args.trace, "--trace", inputs=[args.model, args.input, args.output])
+    ex = executor_kw(args)
     graph, program = load_program(args)
     inputs = load_inputs(args, program)
     res = api.simulate(program, inputs["x"], args.backend, profile=args.profile, record_v=bool(args.trace),
-                       progress=not args.quiet, workers=args.workers)  # fmt: skip
+                       progress=not args.quiet, workers=workers_of(args), **ex)  # fmt: skip
     readout = _readout(program, args)
     rec = api.run_record(
         res, program, labels=inputs["labels"], readout=readout, model=args.model, data=inputs["data"], inputs=inputs["x"],
@@ -229,11 +230,13 @@ def cmd_compare(args) -> int:
     if len(backends) != 2:
         raise NirDeployError(f"--backends takes two backends separated by a comma, got {args.backends!r}")
     check_output_path(args.output, "-o", inputs=[args.model, args.data])
+    ex = executor_kw(args)
     graph, program = load_program(args)
     inputs = load_inputs(args, program)
     cmp, records = api.compare(
         program, inputs["x"], inputs["labels"], backends, _readout(program, args), not args.quiet, args.model, inputs["data"],
-        targets=inputs.get("targets"), class_names=inputs.get("class_names"), profile=args.profile, workers=args.workers,
+        targets=inputs.get("targets"), class_names=inputs.get("class_names"), profile=args.profile,
+        workers=workers_of(args), **ex,
     )
     cmp["model"] = args.model
     cmp["dt"] = program.disc.dt
@@ -259,19 +262,58 @@ def cmd_demo(args) -> int:
 
     check_output_dir(args.output, "-o")
     summary = run_demo(args.output, lava_samples=args.lava_samples, quiet=args.quiet, verbose=args.verbose,
-                       workers=args.workers)  # fmt: skip
+                       workers=workers_of(args))  # fmt: skip
     emit(args, {"output": args.output, **summary})
     return 0
 
 
 # --------------------------------------------------------------------------- parser
-def add_workers_arg(p) -> None:
-    """--workers: Lava runs split their samples over that many processes (simulators/shards.py)."""
+def add_workers_arg(p, executor: bool = True) -> None:
+    """--workers: Lava runs split their samples over that many processes (simulators/shards.py);
+    with ``executor``, also --executor and --ray-address (simulators/ray_executor.py)."""
     from simulators.shards import default_workers
 
-    p.add_argument("--workers", type=int, default=default_workers(),
+    p.add_argument("--workers", type=int, default=None,
                    help="Lava backends: split the samples into this many shards run side by side, merged into one "
-                        "result equal to a single run (default: the cores available, %(default)s here)")  # fmt: skip
+                        f"result equal to a single run (default: the cores available, {default_workers()} here"
+                        + ("; with --executor ray, the cluster's CPUs)" if executor else ")"))  # fmt: skip
+    if executor:
+        add_executor_args(p)
+
+
+def add_executor_args(p) -> None:
+    p.add_argument("--executor", choices=("local", "ray"), default="local",
+                   help="where the shards (and a sweep's cells) run: local worker processes (default), or Ray "
+                        "tasks, on the cluster at --ray-address / $RAY_ADDRESS or on a local Ray started for the "
+                        "run (pip install 'nirdeploy[ray]'; docs/scale.md)")  # fmt: skip
+    p.add_argument("--ray-address", metavar="HOST:PORT",
+                   help="the Ray cluster to run on (with --executor ray; default $RAY_ADDRESS, else a local Ray)")
+
+
+def workers_of(args) -> Optional[int]:
+    """--workers, default: the cores available locally, the cluster's CPUs on Ray (None)."""
+    from simulators.shards import default_workers
+
+    w = getattr(args, "workers", None)
+    if w is not None:
+        if w < 1:
+            raise NirDeployError(f"--workers must be at least 1, got {w}")
+        return w
+    return None if getattr(args, "executor", "local") == "ray" else default_workers()
+
+
+def executor_kw(args) -> Dict[str, Any]:
+    """``executor`` and ``ray_address`` of the command line; refuses --ray-address without
+    --executor ray, and --executor ray without Ray installed, before anything runs."""
+    ex = getattr(args, "executor", "local") or "local"
+    addr = getattr(args, "ray_address", None)
+    if addr and ex != "ray":
+        raise NirDeployError("--ray-address is for --executor ray (add --executor ray)")
+    if ex == "ray":
+        from simulators.ray_executor import import_ray
+
+        import_ray()
+    return {"executor": ex, "ray_address": addr}
 
 
 def add_reset_args(p) -> None:
@@ -358,7 +400,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", default="demo_out", help="output directory (default: demo_out)")
     p.add_argument("--out", dest="output", help=argparse.SUPPRESS)  # the old spelling
     p.add_argument("--lava-samples", type=int, default=32, help="test samples to run on Lava")
-    add_workers_arg(p)
+    add_workers_arg(p, executor=False)
     p.add_argument("-q", "--quiet", action="store_true")
     p.add_argument("-v", "--verbose", action="store_true", help="also print the report's tables (metrics, energy, resources)")
     p.set_defaults(func=cmd_demo)

@@ -42,6 +42,87 @@ class Cell:
         return f"dt{self.dt:.6g}_{self.method}".replace("-", "m")
 
 
+@dataclass
+class PreparedCell:
+    """A cell ready to run: its program and inputs, and what its record needs (``prepare_cell``)."""
+
+    cell: Cell
+    model_path: str
+    data: str
+    backend: str
+    profile: Optional[str]
+    out_dir: str
+    program: Any
+    x: np.ndarray
+    labels: Any
+    targets: Any
+    class_names: Any
+    readout: str
+    data_info: Dict[str, Any]
+    source_dt: float
+
+
+def prepare_cell(model_path: str, data: str, cell: Cell, backend: str, samples: Optional[int], out_dir: str,
+                 source: Optional[dict] = None, profile: Optional[str] = None) -> PreparedCell:  # fmt: skip
+    """Retime the graph to the cell's dt with its method, lower it and bin the data at that dt."""
+    from toolchain.data import open_dataset
+    from toolchain.ir import Discretization, discretization_of, graph_metadata, load_graph
+    from toolchain.program import lower
+    from toolchain.passes.pipelines import run_pipeline
+    from toolchain.analysis.segmentation import class_names_of
+
+    graph = load_graph(model_path)
+    src = Discretization.from_metadata(source) if source else discretization_of(graph)
+    g = run_pipeline(graph, "retime", {"retime": {"dt_target": cell.dt, "method": cell.method, "source": src}})
+    program = lower(g, discretization_of(g))
+    ds = open_dataset(data)
+    if samples:
+        ds = ds.subset(np.arange(min(samples, len(ds))))
+    x, info = ds.bin_with_info(cell.dt)
+    x = x.reshape((x.shape[0], x.shape[1]) + tuple(program.input_shape))
+    targets = getattr(ds, "targets", None)  # per-pixel masks: a segmentation task, scored by mean IoU
+    return PreparedCell(cell, model_path, data, backend, profile, out_dir, program, x, ds.labels, targets,
+                        None if targets is None else class_names_of(ds),
+                        str(graph_metadata(graph).get("readout", "sum")), {"dataset": ds.name, "source": data, **info},
+                        src.dt)  # fmt: skip
+
+
+def finish_cell(p: PreparedCell, res) -> Dict:
+    """The cell's row from its run (``res``, a SimResult); writes the cell's record."""
+    from toolchain.analysis.records import run_record, write_json
+
+    cell = p.cell
+    rec = run_record(
+        res,
+        p.program,
+        labels=p.labels,
+        readout=p.readout,
+        targets=p.targets,
+        class_names=p.class_names,
+        model=p.model_path,
+        data=p.data_info,
+        inputs=p.x,
+        extra={"retime": {"method": cell.method, "source_dt": p.source_dt, "rho": cell.dt / p.source_dt}},
+    )
+    row = {
+        "dt": cell.dt,
+        "rho": cell.dt / p.source_dt,
+        "method": cell.method,
+        "accuracy": rec.get("accuracy"),
+        "spikes_per_sample": rec["total_spikes_per_sample"],
+        "record": rec,
+        "backend": p.backend,
+        "profile": _profile(p.backend, p.profile),
+    }
+    if cell.cache_key is not None:
+        row["cache_key"] = cell.cache_key
+    if p.targets is not None:
+        row["metric"] = "mean_iou"
+        row["mean_iou"] = rec["segmentation"]["mean_iou"]
+    write_json(row, os.path.join(p.out_dir, "cells", cell.key + ".json"))
+    return row
+
+
 def run_cell(
     model_path: str,
     data: str,
@@ -57,55 +138,10 @@ def run_cell(
     import torch
 
     from simulators.backends import run
-    from toolchain.data import open_dataset
-    from toolchain.ir import Discretization, discretization_of, graph_metadata, load_graph
-    from toolchain.program import lower
-    from toolchain.analysis.records import run_record, write_json
-    from toolchain.passes.pipelines import run_pipeline
-    from toolchain.analysis.segmentation import class_names_of
 
     torch.set_num_threads(threads)
-    graph = load_graph(model_path)
-    src = Discretization.from_metadata(source) if source else discretization_of(graph)
-    g = run_pipeline(graph, "retime", {"retime": {"dt_target": cell.dt, "method": cell.method, "source": src}})
-    program = lower(g, discretization_of(g))
-    ds = open_dataset(data)
-    if samples:
-        ds = ds.subset(np.arange(min(samples, len(ds))))
-    x, info = ds.bin_with_info(cell.dt)
-    x = x.reshape((x.shape[0], x.shape[1]) + tuple(program.input_shape))
-    res = run(backend, program, x, progress=False, profile=profile)
-    readout = str(graph_metadata(graph).get("readout", "sum"))
-    targets = getattr(ds, "targets", None)  # per-pixel masks: a segmentation task, scored by mean IoU
-    rec = run_record(
-        res,
-        program,
-        labels=ds.labels,
-        readout=readout,
-        targets=targets,
-        class_names=None if targets is None else class_names_of(ds),
-        model=model_path,
-        data={"dataset": ds.name, "source": data, **info},
-        inputs=x,
-        extra={"retime": {"method": cell.method, "source_dt": src.dt, "rho": cell.dt / src.dt}},
-    )
-    row = {
-        "dt": cell.dt,
-        "rho": cell.dt / src.dt,
-        "method": cell.method,
-        "accuracy": rec.get("accuracy"),
-        "spikes_per_sample": rec["total_spikes_per_sample"],
-        "record": rec,
-        "backend": backend,
-        "profile": _profile(backend, profile),
-    }
-    if cell.cache_key is not None:
-        row["cache_key"] = cell.cache_key
-    if targets is not None:
-        row["metric"] = "mean_iou"
-        row["mean_iou"] = rec["segmentation"]["mean_iou"]
-    write_json(row, os.path.join(out_dir, "cells", cell.key + ".json"))
-    return row
+    p = prepare_cell(model_path, data, cell, backend, samples, out_dir, source, profile)
+    return finish_cell(p, run(backend, p.program, p.x, progress=False, profile=profile))
 
 
 def _profile(backend: str, profile: Optional[str]) -> Optional[str]:
@@ -218,11 +254,17 @@ def sweep(
     profile: Optional[str] = None,
     lava_check: int = 0,
     lava_backend: str = "lava-fixed",
+    executor: str = "local",
+    ray_address: Optional[str] = None,
 ) -> Dict:
     """Run the cells (cached), write sweep.json with its recommendation. ``lava_check`` N > 0: the
     recommended cell of each target dt also runs on ``lava_backend`` on the first N samples and its
     agreement with the sweep's backend (or the reference, for a sweep on that Lava backend) is
-    recorded in the recommendation (:func:`lava_agreement`)."""
+    recorded in the recommendation (:func:`lava_agreement`).
+
+    ``executor="ray"``: the cells (and the Lava check's shards) run as Ray tasks on the cluster at
+    ``ray_address`` / ``$RAY_ADDRESS`` or on a local Ray started for the sweep
+    (simulators/ray_executor.py); the rows are the same, and the cells are cached the same way."""
     from toolchain.data import dataset_identity, file_sha256
     from toolchain.ir import Discretization, discretization_of
 
@@ -252,10 +294,18 @@ def sweep(
         if lava_backend not in BACKENDS or not BACKENDS[lava_backend].needs_lava:
             lava = ", ".join(n for n, b in BACKENDS.items() if b.needs_lava)
             raise NirDeployError(f"--lava-backend must be a Lava backend ({lava}), got {lava_backend!r}")
+    from simulators.ray_executor import check_executor, import_ray
+
+    executor = check_executor(executor)
+    if ray_address and executor != "ray":
+        raise NirDeployError("--ray-address is for --executor ray")
+    if executor == "ray":
+        import_ray()  # missing Ray is refused before the folder is touched
     with lock_folder(out_dir):
         return _sweep_locked(graph, model_path, data, dts, methods, backend, out_dir, samples, workers, progress,
                              source, profile, src, src_dt, file_sha256(model_path), dataset_identity(data),
-                             imported, lava_check=int(lava_check), lava_backend=lava_backend)  # fmt: skip
+                             imported, lava_check=int(lava_check), lava_backend=lava_backend, executor=executor,
+                             ray_address=ray_address)  # fmt: skip
 
 
 def _import_netx(path: str, out_dir: str, source: Optional[dict]):
@@ -289,7 +339,7 @@ def _cached_row(path: str, key: Dict[str, Any]) -> Optional[Dict]:
 
 def _sweep_locked(graph, model_path, data, dts, methods, backend, out_dir, samples, workers, progress, source,
                   profile, src, src_dt, model_sha256, data_identity, imported=None, lava_check=0,
-                  lava_backend="lava-fixed") -> Dict:  # fmt: skip
+                  lava_backend="lava-fixed", executor="local", ray_address=None) -> Dict:  # fmt: skip
     os.makedirs(os.path.join(out_dir, "cells"), exist_ok=True)
     prof = _profile(backend, profile)
     src_meta = src.to_metadata()
@@ -313,7 +363,11 @@ def _sweep_locked(graph, model_path, data, dts, methods, backend, out_dir, sampl
         from tqdm import tqdm
 
         bar = tqdm(total=len(cells), initial=len(cells) - len(todo), desc=f"sweep ({backend})", unit="cell")
-    if todo:
+    cluster = None
+    if todo and executor == "ray":
+        cluster = _run_cells_ray(todo, model_path, data, backend, samples, out_dir, source, src_dt, profile, rows,
+                                 bar, ray_address)  # fmt: skip
+    elif todo:
         if workers == 1:
             for c in todo:
                 rows[c.key] = _guarded(model_path, data, c, backend, samples, out_dir, source, src_dt, profile)
@@ -347,13 +401,16 @@ def _sweep_locked(graph, model_path, data, dts, methods, backend, out_dir, sampl
     }
     if imported:
         result["imported_from"] = imported
+    if cluster is not None:
+        result["executor"] = cluster
     from toolchain.analysis.recommend import recommendation
 
     result["recommendation"] = recommendation(result)  # the deployment answer (docs/retiming.md)
     if lava_check:
         for entry in result["recommendation"]["per_dt"]:
             entry["lava"] = lava_agreement(model_path, data, Cell(entry["dt"], entry["method"]), source, backend,
-                                           lava_backend, lava_check, out_dir, profile, progress)  # fmt: skip
+                                           lava_backend, lava_check, out_dir, profile, progress, executor,
+                                           ray_address)  # fmt: skip
     result = SweepRecord.from_dict(result).to_dict()
     write_sweep(result, out_dir)
     return result
@@ -372,7 +429,8 @@ def cell_program(model_path: str, cell: Cell, source: Optional[dict] = None):
 
 
 def lava_agreement(model_path: str, data: str, cell: Cell, source: Optional[dict], backend: str, lava_backend: str,
-                   n: int, out_dir: str, profile: Optional[str] = None, progress: bool = False) -> Dict[str, Any]:  # fmt: skip
+                   n: int, out_dir: str, profile: Optional[str] = None, progress: bool = False,
+                   executor: str = "local", ray_address: Optional[str] = None) -> Dict[str, Any]:  # fmt: skip
     """The recommended ``cell`` on ``lava_backend`` and on ``backend`` (the sweep's; the reference
     when the sweep ran on that Lava backend) on the first ``n`` samples, compared as ``nirdeploy
     compare`` does (``toolchain.api.compare``); the compare record goes to
@@ -398,7 +456,8 @@ def lava_agreement(model_path: str, data: str, cell: Cell, source: Optional[dict
         cmp, records = compare_backends(program, x, ds.labels, (against, lava_backend), readout, progress, model_path,
                                         {"dataset": ds.name, "source": data, **info}, targets=targets,
                                         class_names=None if targets is None else class_names_of(ds),
-                                        profile=profile)  # fmt: skip
+                                        profile=profile, workers=None if executor == "ray" else 1,
+                                        executor=executor, ray_address=ray_address)  # fmt: skip
     except NirDeployError as e:  # a graph Lava cannot run is an answer, not a failed sweep
         entry["error"] = str(e)
         return entry
@@ -421,14 +480,52 @@ def _guarded(model_path, data, cell, backend, samples, out_dir, source, src_dt, 
     try:
         return run_cell(model_path, data, cell, backend, samples, out_dir, source, profile=profile)
     except NirDeployError as e:
-        row = _failed_row(cell, src_dt, str(e))
-        row.update(backend=backend, profile=_profile(backend, profile))
-        if cell.cache_key is not None:
-            row["cache_key"] = cell.cache_key
-        from toolchain.analysis.records import write_json
+        return _failed_cell(cell, src_dt, str(e), backend, profile, out_dir)
 
-        write_json(row, os.path.join(out_dir, "cells", cell.key + ".json"))
-        return row
+
+def _failed_cell(cell: Cell, src_dt: float, message: str, backend: str, profile: Optional[str], out_dir: str) -> Dict:
+    """The row (and cached record) of a cell that cannot run, with its reason."""
+    from toolchain.analysis.records import write_json
+
+    row = _failed_row(cell, src_dt, message)
+    row.update(backend=backend, profile=_profile(backend, profile))
+    if cell.cache_key is not None:
+        row["cache_key"] = cell.cache_key
+    write_json(row, os.path.join(out_dir, "cells", cell.key + ".json"))
+    return row
+
+
+def _run_cells_ray(todo: Sequence[Cell], model_path, data, backend, samples, out_dir, source, src_dt, profile,
+                   rows: Dict[str, Dict], bar, ray_address: Optional[str]) -> Dict[str, Any]:  # fmt: skip
+    """The cells as Ray tasks (simulators/ray_executor.py): each is prepared here (retimed, lowered,
+    binned) just before it is submitted, runs on any node, and its record is written here as soon as
+    it finishes, so an interrupted sweep on Ray resumes from the cells that finished."""
+    from simulators.ray_executor import run_cells_ray
+
+    prepared: Dict[str, PreparedCell] = {}
+
+    def jobs():
+        for c in todo:
+            try:
+                p = prepare_cell(model_path, data, c, backend, samples, out_dir, source, profile)
+            except NirDeployError as e:  # e.g. an unstable euler retime: a row with its reason
+                rows[c.key] = _failed_cell(c, src_dt, str(e), backend, profile, out_dir)
+                if bar:
+                    bar.update(1)
+                continue
+            prepared[c.key] = p
+            yield c.key, (backend, p.program, p.x, False, profile, {})
+
+    def done(key, res, err):
+        p = prepared.pop(key)
+        if err is not None:
+            rows[key] = _failed_cell(p.cell, src_dt, err, backend, profile, out_dir)
+        else:
+            rows[key] = finish_cell(p, res)
+        if bar:
+            bar.update(1)
+
+    return run_cells_ray(jobs(), done, ray_address)
 
 
 def write_sweep(result: Dict, out_dir: str) -> None:

@@ -59,6 +59,15 @@ def _source_of(args, graph):
     ).to_metadata()
 
 
+def _cells_kw(args):
+    """--workers, --executor and --ray-address of sweep and recommend (checked before anything runs)."""
+    from toolchain.cli.main import executor_kw
+
+    if args.workers is not None and args.workers < 1:
+        raise NirDeployError(f"--workers must be at least 1, got {args.workers}")
+    return {"workers": args.workers, **executor_kw(args)}
+
+
 def cmd_sweep(args) -> int:
     from toolchain.reports.console import console as new_console, table
     from toolchain.ir import load_graph
@@ -71,8 +80,8 @@ def cmd_sweep(args) -> int:
     source = _source_of(args, load_graph(args.model) if not is_netx(args.model) else load(args.model))
     res = sweep(
         args.model, args.data, dts, methods, args.backend, args.output,
-        samples=args.samples, workers=args.workers, progress=not args.quiet, source=source, profile=args.profile,
-        lava_check=args.lava_check, lava_backend=args.lava_backend,
+        samples=args.samples, progress=not args.quiet, source=source, profile=args.profile,
+        lava_check=args.lava_check, lava_backend=args.lava_backend, **_cells_kw(args),
     )
     rows = []
     metric = res.get("metric", "accuracy")
@@ -136,8 +145,8 @@ def cmd_recommend(args) -> int:
     methods = list(ZERO_SHOT)
     res = sweep(
         args.model, args.data, dts, methods, args.backend, args.output,
-        samples=args.samples, workers=args.workers, progress=not args.quiet, source=source, profile=args.profile,
-        lava_check=args.lava_check, lava_backend=args.lava_backend,
+        samples=args.samples, progress=not args.quiet, source=source, profile=args.profile,
+        lava_check=args.lava_check, lava_backend=args.lava_backend, **_cells_kw(args),
     )
     print_recommendation(res)
     print(f"wrote {args.output}/sweep.json (recommendation, rows), sweep.csv and plots; "
@@ -174,7 +183,7 @@ def register(sub) -> None:
 def _sweep_options(p, dt_help: str) -> None:
     """The options ``sweep`` and ``recommend`` share."""
     from simulators.backends import names
-    from toolchain.cli.main import BACKEND_HELP, DATA_HELP, add_profile_arg, add_reset_args
+    from toolchain.cli.main import BACKEND_HELP, DATA_HELP, add_executor_args, add_profile_arg, add_reset_args
 
     p.add_argument("model")
     p.add_argument("--data", required=True, help=DATA_HELP)
@@ -182,7 +191,8 @@ def _sweep_options(p, dt_help: str) -> None:
     p.add_argument("--backend", default="reference", choices=names(), help=BACKEND_HELP)
     add_profile_arg(p)
     p.add_argument("--samples", type=int)
-    p.add_argument("--workers", type=int, help="parallel cells (default: number of cores)")
+    p.add_argument("--workers", type=int, help="parallel cells (default: number of cores; on Ray, the cluster's CPUs)")
+    add_executor_args(p)
     p.add_argument("--source-dt", type=float, help="the timestep the graph was trained at, for graphs written by other tools (default: its metadata)")
     p.add_argument("--scheme", choices=SCHEMES)
     p.add_argument("--input-convention", choices=CONVENTIONS)
