@@ -70,6 +70,14 @@ def ray_session(address: Optional[str] = None) -> Iterator[Dict[str, Any]]:
 
     started, guard = False, None
     if not ray.is_initialized():
+        import signal
+        import threading
+
+        # Ray's core worker installs its own handlers for fatal signals, SIGTERM among them (it
+        # prints a stack and exits 1); this process's own (toolchain/signals.py: SIGTERM and SIGHUP
+        # stop the run like Ctrl-C) are put back after ray.init
+        main = threading.current_thread() is threading.main_thread()
+        saved = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)} if main else {}
         addr = address or os.environ.get("RAY_ADDRESS") or None
         kw: Dict[str, Any] = dict(include_dashboard=False, log_to_driver=False, configure_logging=False)
         try:
@@ -90,6 +98,10 @@ def ray_session(address: Optional[str] = None) -> Iterator[Dict[str, Any]]:
             # ConnectionError, RuntimeError, ValueError: an address that is not a Ray cluster
             raise NirDeployError(f"could not start or join {where}: {type(e).__name__}: {e}") from None
         started = True
+        for sig, h in saved.items():
+            if h is not None:
+                with contextlib.suppress(Exception):
+                    signal.signal(sig, h)
     try:
         yield cluster_info(address or os.environ.get("RAY_ADDRESS") or ("local" if started else "existing"))
     finally:
@@ -252,18 +264,23 @@ def _remote():
     return _REMOTE
 
 
-def cancel_all(refs: Iterable, wait_s: float = 10.0) -> None:
-    """Cancel ``refs`` (force: the worker processes are killed) and wait until they are gone."""
+def cancel_all(refs: Iterable, grace: float = 10.0) -> None:
+    """Stop the tasks ``refs``: cancel them (a running task gets a KeyboardInterrupt, so that a Lava
+    run stops its runtime and frees its shared memory, as on Ctrl-C), wait up to ``grace`` seconds,
+    then cancel what still runs with ``force`` (its worker process is killed; the Lava processes
+    it started die with it, and the Lava run's watchdog frees their segments)."""
     ray = import_ray()
     refs = list(refs)
-    for r in refs:
-        try:
-            ray.cancel(r, force=True)
-        except Exception:  # pragma: no cover - finished already
-            pass
-    if refs:
+    if not refs:
+        return
+    for force, wait in ((False, grace), (True, grace)):
+        for r in refs:
+            with contextlib.suppress(Exception):  # finished already
+                ray.cancel(r, force=force)
         with contextlib.suppress(Exception):
-            ray.wait(refs, num_returns=len(refs), timeout=wait_s)
+            done, refs = ray.wait(refs, num_returns=len(refs), timeout=wait)
+        if not refs:
+            return
 
 
 def imap_tasks(jobs: Iterable[Tuple[Any, Tuple]], window: int) -> Iterator[Tuple[Any, Any]]:
@@ -287,8 +304,11 @@ def imap_tasks(jobs: Iterable[Tuple[Any, Tuple]], window: int) -> Iterator[Tuple
                 pending[remote.remote(*args)] = tag
             if not pending:
                 return
-            # a short timeout, so that Ctrl-C reaches the driver between waits
-            done, _ = ray.wait(list(pending), num_returns=1, timeout=0.5)
+            # poll, and wait in Python: a signal during a wait inside Ray's core comes out as a plain
+            # KeyboardInterrupt, losing which signal it was (SIGTERM exits 143, Ctrl-C 130)
+            done, _ = ray.wait(list(pending), num_returns=len(pending), timeout=0)
+            if not done:
+                time.sleep(0.1)
             for ref in done:
                 tag = pending.pop(ref)
                 try:
