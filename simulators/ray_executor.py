@@ -66,7 +66,7 @@ def ray_session(address: Optional[str] = None) -> Iterator[Dict[str, Any]]:
     this process may use, shut down at the end. A Ray this process had already initialised is
     used as it is and left running."""
     ray = import_ray()
-    from simulators.shards import default_workers
+    from simulators.shard_plan import default_workers
 
     started, guard = False, None
     if not ray.is_initialized():
@@ -333,7 +333,7 @@ def run_sharded_ray(backend: str, program, inputs, workers: Optional[int] = None
 
     ``workers`` shards (default: the cluster's CPUs). The record's ``info["shards"]`` says where
     each shard ran (node, host, pid), ``info["executor"]`` which cluster."""
-    from simulators.shards import merge_info, shard_bounds
+    from simulators.shard_plan import merge_info, shard_bounds
 
     ray = import_ray()
     x = np.asarray(inputs)

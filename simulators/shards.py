@@ -23,35 +23,41 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 
 from simulators.result import SimResult
+from simulators.shard_plan import default_workers, merge_info, shard_bounds  # noqa: F401  (part of this API)
 from toolchain.signals import die_with_parent
 
 
-def default_workers() -> int:
-    """The cores this process may use (the affinity mask, not the machine's count)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):  # pragma: no cover - not Linux
-        return max(1, os.cpu_count() or 1)
+#: set while a worker runs a task: a SIGTERM then stops the task (a Lava run stops its runtime)
+_BUSY = [False]
 
 
-def shard_bounds(n: int, workers: int) -> List[Tuple[int, int]]:
-    """``workers`` contiguous [start, stop) ranges covering ``n`` samples, sizes differing by at most one."""
-    workers = max(1, min(int(workers), int(n)))
-    base, extra = divmod(int(n), workers)
-    out, a = [], 0
-    for i in range(workers):
-        b = a + base + (1 if i < extra else 0)
-        out.append((a, b))
-        a = b
-    return out
+def _on_terminate(signum, frame):
+    if _BUSY[0]:
+        from toolchain.signals import Terminated
+
+        raise Terminated(signum)
+    os._exit(128 + signum)  # idle, waiting for a task: nothing to clean up, and no traceback
 
 
 def worker_init(parent: int) -> None:
-    """A worker dies with its parent and leaves Ctrl-C (SIGINT to the terminal's process group) to it."""
+    """A worker dies with its parent and leaves Ctrl-C (SIGINT to the terminal's process group) to
+    it; SIGTERM and SIGHUP stop its task, or end it at once when it is idle."""
     import signal
 
     die_with_parent(parent)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for s in (signal.SIGTERM, signal.SIGHUP):
+        if signal.getsignal(s) is not signal.SIG_IGN:
+            signal.signal(s, _on_terminate)
+
+
+def busy(fn, *args, **kw):
+    """``fn(*args, **kw)`` in a worker, marked as running (see :func:`_on_terminate`)."""
+    _BUSY[0] = True
+    try:
+        return fn(*args, **kw)
+    finally:
+        _BUSY[0] = False
 
 
 def stop_pool(ex: ProcessPoolExecutor, grace: float = 10.0) -> None:
@@ -92,35 +98,6 @@ def _run_shard(a: int, b: int) -> SimResult:
     j = _JOB
     return run(j["backend"], j["program"], j["x"][a:b], record_v=j["record_v"], progress=False, profile=j["profile"],
                **j["kw"])  # fmt: skip
-
-
-def merge_info(parts: List[SimResult], bounds: List[Tuple[int, int]]) -> Dict[str, Any]:
-    """The first shard's description of the network, with the per-run numbers of every shard:
-    ``shards`` (samples and seconds of each), saturation counts summed and maxima maximized."""
-    info = dict(parts[0].info)
-    info["shards"] = [
-        {"samples": b - a, **{k: p.info[k] for k in ("build_seconds", "run_seconds", "seconds") if k in p.info}}
-        for p, (a, b) in zip(parts, bounds)
-    ]
-    for k in ("build_seconds", "run_seconds"):
-        if all(k in p.info for p in parts):
-            info[k] = max(float(p.info[k]) for p in parts)  # the shards run side by side
-    sat = [p.info.get("saturation") for p in parts]
-    if all(isinstance(s, dict) for s in sat):
-        merged: Dict[str, Dict[str, Any]] = {}
-        for s in sat:
-            for node, st in s.items():
-                m = merged.setdefault(node, dict(st))
-                if m is st:
-                    continue
-                for key, val in st.items():
-                    if key.startswith("max"):
-                        m[key] = max(m.get(key, val), val)
-                    elif isinstance(val, (int, float)):
-                        m[key] = m.get(key, 0) + val
-        info["saturation"] = merged
-    info.pop("seconds", None)  # the whole run's wall time is set by the caller
-    return info
 
 
 def run_with_workers(backend: str, program, inputs, workers: Optional[int] = None, record_v: bool = False,
@@ -179,7 +156,7 @@ def run_sharded(backend: str, program, inputs, workers: int, record_v: bool = Fa
     ctx = multiprocessing.get_context("fork")  # the workers inherit _JOB (the program does not pickle)
     with ProcessPoolExecutor(max_workers=len(bounds), mp_context=ctx, initializer=worker_init,
                              initargs=(os.getpid(),)) as ex:  # fmt: skip
-        futs = {ex.submit(_run_shard, a, b): i for i, (a, b) in enumerate(bounds)}
+        futs = {ex.submit(busy, _run_shard, a, b): i for i, (a, b) in enumerate(bounds)}
         parts: List[Optional[SimResult]] = [None] * len(futs)
         try:
             for f in as_completed(futs):

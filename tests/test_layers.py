@@ -27,7 +27,8 @@ LAYERS = [
     ("loihi", ["toolchain.loihi", "exporters.nir_to_netx"]),
     ("backends", ["simulators.result", "simulators.reference", "simulators.emulator", "simulators.lava_runtime",
                   "simulators.lava_float", "simulators.lava_fixed", "simulators.lava_netx", "simulators.lava_subtract",
-                  "simulators.backends", "simulators.host_readout", "simulators.shards"]),
+                  "simulators.backends", "simulators.host_readout", "simulators.shard_plan", "simulators.ray_executor",
+                  "simulators.shards"]),
     ("analysis", ["toolchain.analysis"]),
     ("reports", ["toolchain.reports"]),
     ("api", ["toolchain.api", "toolchain.demo", "toolchain.demo_model"]),
@@ -117,6 +118,21 @@ def test_only_the_lava_backend_imports_lava():
     mods = modules()
     users = sorted(a for a, t in imports(mods).items() if any(b.startswith("lava") for b in t))
     assert users and set(users) <= set(LAVA_MODULES), users
+
+
+def test_only_the_ray_executor_imports_ray():
+    """Ray is optional (``nirdeploy[ray]``): one module imports it, inside functions."""
+    users = []
+    for name, path in modules().items():
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else []
+            if any(n == "ray" or n.startswith("ray.") for n in names):
+                users.append(name)
+    assert set(users) == {"simulators.ray_executor"}, users
+    tree = ast.parse((REPO / "simulators" / "ray_executor.py").read_text())
+    top = [n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))]
+    assert not any(getattr(n, "module", None) == "ray" or any(a.name == "ray" for a in n.names) for n in top)
 
 
 DEPLOY_SCRIPT = r"""

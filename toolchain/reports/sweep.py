@@ -26,7 +26,7 @@ import numpy as np
 
 from toolchain.errors import NirDeployError
 from toolchain.ir.atomic import atomic_path, atomic_write
-from simulators.shards import stop_pool, worker_init  # a sweep worker dies with the sweep, Ctrl-C goes to it
+from simulators.shards import busy, stop_pool, worker_init  # a sweep worker dies with the sweep, Ctrl-C goes to it
 from toolchain.analysis.schema import SweepRecord
 
 
@@ -375,7 +375,7 @@ def _sweep_locked(graph, model_path, data, dts, methods, backend, out_dir, sampl
                     bar.update(1)
         else:
             with ProcessPoolExecutor(max_workers=workers, initializer=worker_init, initargs=(os.getpid(),)) as ex:
-                futs = {ex.submit(_guarded, model_path, data, c, backend, samples, out_dir, source, src_dt, profile): c
+                futs = {ex.submit(busy, _guarded, model_path, data, c, backend, samples, out_dir, source, src_dt, profile): c
                         for c in todo}
                 try:
                     for fut in as_completed(futs):

@@ -98,6 +98,9 @@ def cmd_sweep(args) -> int:
     if not args.quiet:
         new_console().print(table(f"sweep on {args.backend} (trained at dt={res['source_dt'] * 1e3:g} ms)",
                                 ["dt", "rho", "method", metric.replace("_", " "), "spikes/sample", "note"], rows))
+    ex = res.get("executor")
+    if ex:  # the cells that ran this time ran as Ray tasks
+        print(f"cells on Ray at {ex['address']}: {ex['nodes']} nodes, {ex['cpus']} CPUs, {ex['nodes_used']} used")
     print(f"wrote {args.output}/sweep.json, sweep.csv, {metric}_vs_dt.png, spikes_vs_dt.png")
     emit(args, sweep_result(res, args.output))
     return 0
